@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, cast
 
 import pyarrow as pa
 
@@ -48,8 +48,8 @@ class Source:
         """The decompressed byte stream."""
         try:
             if self.compression == "gzip":
-                return gzip.open(self.path, "rb")
-            return open(self.path, "rb")  # noqa: SIM115 - the caller closes it
+                return cast(IO[bytes], gzip.open(self.path, "rb"))
+            return open(self.path, "rb")
         except OSError as exc:
             raise InputError(f"{self.path}: cannot read: {exc.strerror or exc}") from exc
 
@@ -112,7 +112,7 @@ class LineReader(Reader):
             text = io.TextIOWrapper(raw, encoding=self.encoding, errors="surrogateescape", newline="")
             lineno = 0
             try:
-                for lineno, line in enumerate(text, 1):  # noqa: B007 - lineno used after the loop
+                for lineno, line in enumerate(text, 1):
                     line = line.rstrip("\r\n")
                     if not line.strip():
                         continue

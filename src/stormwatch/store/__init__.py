@@ -2,6 +2,17 @@
 
 from stormwatch.store.db import Store, WriteResult, default_db_path
 from stormwatch.store.lake import export_lake
+from stormwatch.store.read import count_rejects, db_summary, list_events, list_rejects
 from stormwatch.store.writer import BatchWriter
 
-__all__ = ["BatchWriter", "Store", "WriteResult", "default_db_path", "export_lake"]
+__all__ = [
+    "BatchWriter",
+    "Store",
+    "WriteResult",
+    "count_rejects",
+    "db_summary",
+    "default_db_path",
+    "export_lake",
+    "list_events",
+    "list_rejects",
+]

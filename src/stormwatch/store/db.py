@@ -123,8 +123,8 @@ class Store:
         return applied
 
     def migrations(self) -> list[tuple[int, str, datetime]]:
-        return [tuple(r) for r in self.con.execute(  # type: ignore[misc]
-            "SELECT number, name, applied_at FROM schema_migrations ORDER BY number").fetchall()]
+        rows = self.con.execute("SELECT number, name, applied_at FROM schema_migrations ORDER BY number").fetchall()
+        return [(int(n), str(name), at) for n, name, at in rows]
 
     # -- writing ----------------------------------------------------------------------------
     def write_events(self, batch: pa.Table) -> WriteResult:

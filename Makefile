@@ -1,0 +1,43 @@
+# stormwatch — the two set-up commands are `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
+DEMO_DB ?= var/demo.duckdb
+
+.PHONY: install install-dev demo test lint bench clean
+
+$(VENV)/bin/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(RUN_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@ $(RUN_STAMP)
+
+install: $(RUN_STAMP)
+install-dev: $(DEV_STAMP)
+
+## make demo: create the environment, install, run the main job end to end on DuckDB
+demo: $(RUN_STAMP)
+	$(BIN)/stormwatch demo --db $(DEMO_DB) --workdir var/demo
+
+## make test: lint, type-check, then the test suite
+test: $(DEV_STAMP) lint
+	$(BIN)/pytest -q
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+## make bench: the benchmarks (see bench/README.md); BENCH_ARGS passes options
+bench: $(DEV_STAMP)
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

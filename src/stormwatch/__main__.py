@@ -1,0 +1,3 @@
+from stormwatch.cli.main import main
+
+main()

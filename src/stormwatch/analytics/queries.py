@@ -1,0 +1,120 @@
+"""The port report as SQL: written once in DuckDB's dialect over the relation ``events``.
+
+Each constant here runs unchanged in DuckDB (``duckdb stormwatch.duckdb`` and paste it, giving the
+``{name}`` parameters as literals) and, transpiled by sqlglot, in Spark over the Parquet lake; see
+:mod:`stormwatch.analytics.engine` for why it is SQL and how parameters are substituted.
+
+Definitions follow the SANS Internet Storm Center / DShield port report (research notes
+``early-warning-anchors.md`` section 1.2; ``/api/port``, ``/api/topports``, ``/api/porthistory``):
+
+- only ``fw.connection`` events count, each weighted by its ``count`` (DShield collapses repeated
+  identical lines into a count and adds them up on import);
+- *records*: the sum of ``count``; *targets*: distinct destination addresses; *sources*: distinct
+  source addresses; per port, whatever the protocol (ISC reports a port regardless of protocol);
+  port-less protocols (ICMP, ICMPv6, ...) have no ``dst_port`` (see the event catalogue) and are left
+  out of the per-port figures;
+- the queries return exact integers only (``tcp_records``, ``udp_records``, ...): the TCP/UDP
+  percentages and the survival time are derived from them in Python, once, in
+  :mod:`stormwatch.analytics.ports`, so both engines agree to the last digit (DuckDB and Spark round
+  doubles differently);
+- a day is a UTC calendar day, selected with a half-open ``ts`` range (``{start}`` <= ts < ``{end}``)
+  rather than ``CAST(ts AS DATE) = ...`` so that DuckDB's zone maps on ``ts`` skip the rest of the
+  table (events arrive roughly in time order);
+- every ``ORDER BY`` is total (ties broken on the port or the address), so both engines return the
+  same rows in the same order.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# The metrics a port ranking may be ordered by (ISC /api/topports/{records|targets|sources}).
+RANK_METRICS: Final = ("records", "targets", "sources")
+
+# One row per (UTC day, destination port).
+_PORT_DAY = """
+SELECT CAST(ts AS DATE) AS day,
+       dst_port AS port,
+       CAST(sum(count) AS BIGINT) AS records,
+       count(DISTINCT dst_ip) AS targets,
+       count(DISTINCT src_ip) AS sources,
+       CAST(sum(CASE WHEN proto = 'tcp' THEN count ELSE 0 END) AS BIGINT) AS tcp_records,
+       CAST(sum(CASE WHEN proto = 'udp' THEN count ELSE 0 END) AS BIGINT) AS udp_records,
+       min(ts) AS first_seen,
+       max(ts) AS last_seen
+FROM events
+WHERE event = 'fw.connection'
+  AND dst_port IS NOT NULL
+  AND ts >= {start} AND ts < {end}
+  {port_filter}
+GROUP BY CAST(ts AS DATE), dst_port
+"""
+
+PORT_DAY: Final = _PORT_DAY.replace("{port_filter}", "") + "ORDER BY day, port\n"
+"""Every (day, port) of the range, by day then port. Parameters: start, end (timestamps)."""
+
+PORT_HISTORY: Final = _PORT_DAY.replace("{port_filter}", "AND dst_port = {port}") + "ORDER BY day\n"
+"""One port, one row per day that has records for it. Parameters: start, end, port."""
+
+
+def _top_ports(metric: str) -> str:
+    return f"""
+SELECT *
+FROM ({_PORT_DAY.replace("{port_filter}", "")}) AS port_day
+ORDER BY {metric} DESC, port
+LIMIT {{limit}}
+"""
+
+
+TOP_PORTS: Final = {metric: _top_ports(metric) for metric in RANK_METRICS}
+"""The top ports of one day by a metric (the key), ties by port number. Parameters: start, end
+(the day's bounds), limit."""
+
+TOP_SOURCES: Final = """
+WITH conn AS (
+    SELECT src_ip, dst_ip, dst_port, ts, count
+    FROM events
+    WHERE event = 'fw.connection'
+      AND src_ip IS NOT NULL
+      AND ts >= {start} AND ts < {end}
+),
+top_sources AS (
+    SELECT src_ip,
+           CAST(sum(count) AS BIGINT) AS records,
+           count(DISTINCT dst_port) AS ports,
+           count(DISTINCT dst_ip) AS targets,
+           min(ts) AS first_seen,
+           max(ts) AS last_seen
+    FROM conn
+    GROUP BY src_ip
+    ORDER BY records DESC, src_ip
+    LIMIT {limit}
+),
+source_ports AS (
+    SELECT conn.src_ip,
+           conn.dst_port AS port,
+           CAST(sum(conn.count) AS BIGINT) AS port_records,
+           row_number() OVER (PARTITION BY conn.src_ip
+                              ORDER BY sum(conn.count) DESC, conn.dst_port) AS port_rank
+    FROM conn
+    JOIN top_sources ON conn.src_ip = top_sources.src_ip
+    WHERE conn.dst_port IS NOT NULL
+    GROUP BY conn.src_ip, conn.dst_port
+)
+SELECT top_sources.*, source_ports.port, source_ports.port_records, source_ports.port_rank
+FROM top_sources
+LEFT JOIN source_ports
+       ON source_ports.src_ip = top_sources.src_ip AND source_ports.port_rank <= {top_ports}
+ORDER BY top_sources.records DESC, top_sources.src_ip, source_ports.port_rank
+"""
+"""The busiest source addresses of a time range, one row per (source, one of its top ports); a
+source that hit no port (ICMP only) has one row with an empty port. Sources are ranked by records,
+ties by address text; their ports by records, ties by port number. Parameters: start, end, limit,
+top_ports."""
+
+LATEST_DAY: Final = """
+SELECT CAST(max(ts) AS DATE) AS day
+FROM events
+WHERE event = 'fw.connection'
+"""
+"""The UTC day of the newest ``fw.connection`` event (NULL when there is none)."""

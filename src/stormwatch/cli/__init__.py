@@ -1,0 +1,1 @@
+"""The ``stormwatch`` command: a thin shell over the library."""
