@@ -126,9 +126,9 @@ appender.console.name = console
 appender.console.target = SYSTEM_ERR
 appender.console.layout.type = PatternLayout
 appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n
-# pyspark counts as a Spark shell, whose logger level differs from the root's unless set alike;
-# otherwise Spark prints "Setting default log level to WARN" at every start
-logger.repl.name = org.apache.spark.repl.Main
+# pyspark's gateway counts as a Spark shell: unless its logger has the root's level, Spark prints
+# "Setting default log level to WARN" at every start
+logger.repl.name = org.apache.spark.api.python.PythonGatewayServer
 logger.repl.level = error
 """
 

@@ -5,16 +5,8 @@ field-by-field documentation that a test keeps in agreement with the code.
 """
 
 from stormwatch.events.batch import EventBatchBuilder, Reject
-from stormwatch.events.catalogue import (
-    CATALOGUE,
-    COMMON_FIELDS,
-    STORE_COLUMNS,
-    EventType,
-    Field,
-    FieldType,
-    arrow_schema,
-    event_type,
-)
+from stormwatch.events.catalogue import CATALOGUE, COMMON_FIELDS, STORE_COLUMNS, arrow_schema, event_type
+from stormwatch.events.fields import EventType, Field, FieldType
 
 __all__ = [
     "CATALOGUE",

@@ -16,60 +16,10 @@ Rules:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import StrEnum
-
 import pyarrow as pa
 
-
-class FieldType(StrEnum):
-    """The value types a field may have, with their Arrow type in :data:`ARROW_TYPES`."""
-
-    TIMESTAMP = "timestamp"  # UTC, microsecond resolution
-    STRING = "string"
-    IP = "ip"  # IPv4 or IPv6 address in canonical text form (ipaddress.ip_address(...).compressed)
-    PORT = "port"  # 0-65535
-    INT = "int"
-    FLOAT = "float"
-    BOOL = "bool"
-
-
-ARROW_TYPES: dict[FieldType, pa.DataType] = {
-    FieldType.TIMESTAMP: pa.timestamp("us"),
-    FieldType.STRING: pa.string(),
-    FieldType.IP: pa.string(),
-    FieldType.PORT: pa.int32(),
-    FieldType.INT: pa.int64(),
-    FieldType.FLOAT: pa.float64(),
-    FieldType.BOOL: pa.bool_(),
-}
-
-
-@dataclass(frozen=True)
-class Field:
-    """One field of an event: its name, type, documentation and whether it is a store column."""
-
-    name: str
-    type: FieldType
-    doc: str
-    column: bool = False
-
-
-@dataclass(frozen=True)
-class EventType:
-    """A dotted event name with its own fields (the common fields come on top)."""
-
-    name: str
-    version: int
-    doc: str
-    fields: tuple[Field, ...]
-
-    def field(self, name: str) -> Field | None:
-        for f in (*COMMON_FIELDS, *self.fields):
-            if f.name == name:
-                return f
-        return None
-
+from stormwatch.events.fields import ARROW_TYPES, EventType, Field, FieldType
+from stormwatch.events.sensor_types import SENSOR_TYPES
 
 COMMON_FIELDS: tuple[Field, ...] = (
     Field("event", FieldType.STRING, "Dotted event type name, e.g. `fw.connection`.", column=True),
@@ -132,7 +82,7 @@ IDS_ALERT = EventType(
     ),
 )
 
-CATALOGUE: dict[str, EventType] = {t.name: t for t in (FW_CONNECTION, IDS_ALERT)}
+CATALOGUE: dict[str, EventType] = {t.name: t for t in (FW_CONNECTION, IDS_ALERT, *SENSOR_TYPES)}
 
 # Columns of the `events` table, in order. `event_id` (the de-duplication hash) and
 # `schema_version` are added by the store; `data` holds the non-column fields as JSON.
