@@ -98,11 +98,10 @@ def test_latest_day_and_all_port_days(engines: tuple[DuckDBEngine, SparkEngine])
 @pytest.mark.parametrize("by", ["records", "sources", "targets"])
 def test_top_ports(engines: tuple[DuckDBEngine, SparkEngine], by: str) -> None:
     duck, spark = engines
-    for offset in range(-1, DAYS):
+    for offset in range(-1, DAYS):  # the whole ranking of every day (and of a day with none)
         day = FIRST_DAY + timedelta(days=offset)
-        for limit in (3, 10, 1000):
-            assert top_ports(spark, day, by, limit) == top_ports(duck, day, by, limit)
-    assert top_ports(spark, by=by) == top_ports(duck, by=by)
+        assert top_ports(spark, day, by, 1000) == top_ports(duck, day, by, 1000)
+    assert top_ports(spark, by=by, limit=3) == top_ports(duck, by=by, limit=3)
 
 
 @pytest.mark.parametrize("port", [445, 139, 5060, 8080])
@@ -122,7 +121,8 @@ def test_top_sources(engines: tuple[DuckDBEngine, SparkEngine]) -> None:
     assert len(rows) > 40 and all(len(r["top_ports"]) == 10 for r in rows[:5])
     assert top_sources(spark, since=FIRST_DAY, limit=100) == rows
     since = FIRST_DAY + timedelta(days=3)
-    assert top_sources(spark, since=since, until=since, limit=5) == top_sources(duck, since=since, until=since, limit=5)
+    assert (top_sources(spark, since=since, until=since, limit=5)
+            == top_sources(duck, since=since, until=since, limit=5))
 
 
 def test_a_missing_lake_is_an_engine_error(spark: Any, tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ def test_typed_columns(store: Store) -> None:
     assert types["ts"] == "TIMESTAMP"
     assert types["src_port"] == types["dst_port"] == "INTEGER"
     assert types["count"] == "INTEGER"
-    assert types["event_id"] == "UBIGINT"
+    assert types["event_id"] == "UHUGEINT"
 
 
 def test_same_batch_twice_adds_nothing(store: Store) -> None:

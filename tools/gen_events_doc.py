@@ -25,7 +25,7 @@ def main() -> None:
         "",
         "Fields stored as *column* have their own typed column in the `events` table (analytics",
         "filter and group on them); fields stored as *data* are kept in the event's JSON `data` column.",
-        "Every stored event also has `event_id` (64-bit hash of type, sensor and the record's identity,",
+        "Every stored event also has `event_id` (128-bit MD5 of type, sensor and the record's identity,",
         "which makes ingest idempotent) and `schema_version` (the version of its type).",
         "",
         "Types: `timestamp` is UTC with microseconds; `ip` is an IPv4 or IPv6 address in canonical",

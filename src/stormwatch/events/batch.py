@@ -95,7 +95,25 @@ class EventBatchBuilder:
     def take(self) -> pa.Table:
         """The accumulated events as a table of :func:`arrow_schema`; the builder is emptied."""
         schema = arrow_schema()
-        arrays = [pa.array(self._cols[f.name], type=f.type) for f in schema]
+        arrays = [_array(self._cols[f.name], f.type) for f in schema]
         for v in self._cols.values():
             v.clear()
         return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _array(values: list[Any], typ: pa.DataType) -> pa.Array:
+    """``values`` as Arrow; strings holding lone surrogates (undecodable input bytes, JSON
+    ``\\ud800`` escapes), which Arrow cannot store, are kept with those code points escaped
+    rather than sinking the whole batch."""
+    try:
+        return pa.array(values, type=typ)
+    except (UnicodeEncodeError, pa.ArrowInvalid):
+        if typ != pa.string():
+            raise
+        return pa.array([_storable(v) for v in values], type=typ)
+
+
+def _storable(v: Any) -> Any:
+    if isinstance(v, str):
+        return v.encode("utf-8", "backslashreplace").decode("utf-8")
+    return v

@@ -109,7 +109,7 @@ class LineReader(Reader):
         state = self.start(src)
         chunk = Chunk(out.take())
         with src.open() as raw:
-            text = io.TextIOWrapper(raw, encoding=self.encoding, errors="surrogateescape", newline="")
+            text = io.TextIOWrapper(raw, encoding=self.encoding, errors="backslashreplace", newline="")  # bad bytes as \xNN
             lineno = 0
             try:
                 for lineno, line in enumerate(text, 1):
@@ -121,7 +121,7 @@ class LineReader(Reader):
                         if not self.parse_line(line, state, out):
                             chunk.skipped += 1
                     except RecordError as exc:
-                        chunk.rejects.append(Reject.make(src.path, lineno, str(exc), _safe(line), self.name))
+                        chunk.rejects.append(Reject.make(src.path, lineno, str(exc), line, self.name))
                     if len(out) >= CHUNK_ROWS:
                         chunk.events = out.take()
                         yield chunk
@@ -132,11 +132,6 @@ class LineReader(Reader):
                 raise InputError(f"{src.path}: unreadable after line {lineno}: {exc}") from exc
         chunk.events = out.take()
         yield chunk
-
-
-def _safe(line: str) -> str:
-    """Undo surrogate escapes so invalid bytes show as \\xNN in the kept raw text."""
-    return line.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def source_for(path: str, sensor: str) -> Source:

@@ -45,6 +45,7 @@ Key: the raw line (flow records have no identifier); the batch builder numbers i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -62,6 +63,7 @@ _WORD_OUTCOME = {"CON": "answered", "ACC": "answered", "FIN": "answered", "CLO":
                  "INT": "unanswered", "REQ": "unanswered", "TIM": "unanswered", "RST": "reset"}
 _ARGUS_FLAGS = set("SAPFRUEC")
 _CODELESS_ICMP = {"icmp": {0, 8, 13, 14}, "icmp6": {128, 129}}  # echo, echo reply, timestamp
+MAX_EPOCH = 253_402_300_800  # 10000-01-01T00:00:00Z
 _TIME_FORMATS = ("%Y/%m/%d %H:%M:%S.%f", "%Y/%m/%d %H:%M:%S", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S")
 
 
@@ -92,9 +94,11 @@ def _time(text: str) -> int:
         except ValueError:
             continue
     try:
-        float(text)
+        seconds = float(text)
     except ValueError:
         raise RecordError(f"not a StartTime: {text[:40]!r}") from None
+    if not (math.isfinite(seconds) and 0 <= seconds < MAX_EPOCH):
+        raise RecordError(f"StartTime out of range: {text[:40]!r}")
     return epoch_micros(text)
 
 
@@ -121,6 +125,8 @@ def _icmp(proto: str, sport: str, dport: str) -> tuple[int | None, int | None]:
     if not sport.strip():
         return None, None
     word = _number(sport)
+    if not 0 <= word <= 0xFFFF:
+        raise RecordError(f"ICMP Sport out of range: {sport[:16]!r}")
     if word > 0xFF:
         return word & 0xFF, (word >> 8) & 0xFF
     if word in _CODELESS_ICMP.get(proto, ()):
@@ -146,6 +152,8 @@ def outcome(proto: str, state: str, dst_pkts: int | None) -> str | None:
     if dst_pkts is None:
         return None
     return "answered" if dst_pkts > 0 else "unanswered"
+
+
 
 
 class BinetflowReader(LineReader):
@@ -212,6 +220,8 @@ class BinetflowReader(LineReader):
             duration = float(dur) if dur else None
         except ValueError:
             raise RecordError(f"Dur is not a number: {dur[:32]!r}") from None
+        if duration is not None and not math.isfinite(duration):
+            raise RecordError(f"Dur is not finite: {dur[:32]!r}")
         label = (get("label") or "").strip() or None
         out.add("fw.connection", ts, line, src_ip=src_ip, src_port=sport, dst_ip=dst_ip, dst_port=dport,
                 proto=proto, tcp_flags=tcp_flags, action="log",

@@ -59,6 +59,7 @@ from stormwatch.events import EventBatchBuilder, Reject
 from stormwatch.ingest.base import CHUNK_ROWS, HEAD_BYTES, Chunk, LineReader, RecordError, Source
 from stormwatch.ingest.normalize import (
     canonical_ip,
+    checked_micros,
     epoch_micros,
     flags_from_letters,
     port,
@@ -68,6 +69,7 @@ from stormwatch.ingest.normalize import (
 EVENT = "fw.connection"
 # A single-document submission is read whole (fwlogparser caps one at 100,000 records, a few MB).
 MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
+MAX_COUNT = 1_000_000_000  # per line; the store's count column is a 32-bit integer
 _MAX_REASONS = 5  # bad records named in one line's reject reason
 
 _TIME = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2}) (\d{1,2}):(\d\d):(\d\d) ([+-])(\d{1,2})(?::?(\d\d))?")
@@ -114,7 +116,7 @@ def _tsv_micros(text: str) -> int:
     seconds = days * 86_400 + h * 3600 + mi * 60 + s
     # Local time = UTC + offset, so UTC = local - offset.
     seconds += -off if m.group(7) == "+" else off
-    return seconds * 1_000_000
+    return checked_micros(seconds * 1_000_000, text)
 
 
 def _days(y: int, mo: int, d: int) -> int:
@@ -129,7 +131,7 @@ def _tsv_port(value: str) -> int | None:
 def _small_int(value: str, what: str) -> int | None:
     if value in ("???", "", "-"):
         return None
-    if not value.isdigit() or int(value) > 255:
+    if not value.isdecimal() or int(value) > 255:
         raise RecordError(f"not an ICMP {what}: {value[:16]!r}")
     return int(value)
 
@@ -143,8 +145,8 @@ def parse_tsv(line: str) -> _Row:
         raise RecordError(f"{len(parts)} tab-separated fields, a DShield line has 9")
     when, _userid, count, src, spt, dst, dpt, proto, flags = (p.strip() for p in parts)
     ts = _tsv_micros(when)
-    if not count.isdigit() or int(count) < 1:
-        raise RecordError(f"count is not a positive number: {count[:16]!r}")
+    if not count.isdecimal() or not 1 <= int(count) <= MAX_COUNT:
+        raise RecordError(f"count is not a number from 1 to {MAX_COUNT}: {count[:16]!r}")
     p = proto_name(proto)
     fields: dict[str, Any] = {"src_ip": canonical_ip(src), "dst_ip": canonical_ip(dst), "proto": p,
                               "action": "drop", "format": "dshield"}
@@ -183,7 +185,8 @@ class _Summing(LineReader):
             return False
         row = state.get(line)
         if row is not None:
-            row.count += _line_count(line)
+            # Clamped to what the store's 32-bit count holds; no real report comes near it.
+            row.count = min(row.count + _line_count(line), 2**31 - 1)
             return True
         state[line] = parse_tsv(line)
         return True
@@ -321,7 +324,7 @@ class DshieldJsonReader(LineReader):
         for line in _complete_lines(head)[:3]:
             try:
                 obj = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if isinstance(obj, list):
                 obj = obj[0] if obj else None
@@ -333,7 +336,7 @@ class DshieldJsonReader(LineReader):
         """One JSON value on one line: a submission, an array of records, or one record."""
         try:
             doc = json.loads(line)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise RecordError(f"broken JSON: {exc}") from None
         records = _records(doc)
         if records is None:
@@ -365,7 +368,7 @@ def _one_value_per_line(head: bytes) -> bool:
     for line in lines:
         try:
             obj = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(obj, (dict, list)):
             return True
@@ -386,7 +389,7 @@ def _read_document(fmt: str, src: Source) -> Iterator[Chunk]:
     chunk = Chunk(out.take())
     try:
         doc = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         yield from _salvage(fmt, src, text, exc, out, chunk)
         return
     try:
@@ -395,22 +398,27 @@ def _read_document(fmt: str, src: Source) -> Iterator[Chunk]:
         raise InputError(f"{src.path}: {exc}") from None
     if records is None:
         records = [doc]  # a lone record
-    _add_all(fmt, src, records, out, chunk, 1)
-    chunk.events = out.take()
-    yield chunk
+    yield from _add_all(fmt, src, records, out, chunk)
 
 
-def _add_all(fmt: str, src: Source, records: list[Any], out: EventBatchBuilder, chunk: Chunk,
-             first: int) -> None:
-    for i, rec in enumerate(records, first):
+def _add_all(fmt: str, src: Source, records: list[Any], out: EventBatchBuilder,
+             chunk: Chunk) -> Iterator[Chunk]:
+    """The records as events, in chunks; a bad one is rejected under its 1-based position."""
+    for i, rec in enumerate(records, 1):
         chunk.read += 1
         try:
             add_record(rec, out)
         except RecordError as exc:
             chunk.rejects.append(Reject.make(src.path, i, str(exc), json.dumps(rec)[:2048], fmt))
+        if len(out) >= CHUNK_ROWS:
+            chunk.events = out.take()
+            yield chunk
+            chunk = Chunk(out.take())
+    chunk.events = out.take()
+    yield chunk
 
 
-def _salvage(fmt: str, src: Source, text: str, error: ValueError, out: EventBatchBuilder,
+def _salvage(fmt: str, src: Source, text: str, error: Exception, out: EventBatchBuilder,
              chunk: Chunk) -> Iterator[Chunk]:
     """A document that does not parse (cut short, damaged): keep the whole records of its
     ``logs`` array (or top-level array) before the damage, then raise TruncatedInput."""
@@ -430,12 +438,10 @@ def _salvage(fmt: str, src: Source, text: str, error: ValueError, out: EventBatc
             break
         try:
             rec, pos = decoder.raw_decode(text, pos)
-        except ValueError:
+        except (ValueError, RecursionError):
             break
         records.append(rec)
-    _add_all(fmt, src, records, out, chunk, 1)
-    chunk.events = out.take()
-    yield chunk
+    yield from _add_all(fmt, src, records, out, chunk)
     offset = len(text[:pos].encode("utf-8", "surrogateescape"))
     raise TruncatedInput(src.path, offset, f"JSON document cut short or damaged after {len(records)} "
                          f"records: {error}")

@@ -3,6 +3,7 @@ ports, TCP flags, actions and flow outcomes. Readers call these; none re-impleme
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from datetime import UTC, datetime
 
@@ -35,6 +36,7 @@ def proto_name(value: str | int) -> str:
     return _PROTO_ALIASES.get(v, v)
 
 
+@functools.lru_cache(maxsize=1 << 16)  # scanners and targets repeat: parsing dominates otherwise
 def canonical_ip(value: str) -> str:
     """Canonical text of an IPv4/IPv6 address (IPv6 compressed, zone id dropped); RecordError if
     it is not an address."""
@@ -79,11 +81,24 @@ def action(value: str) -> str:
         raise RecordError(f"unknown action: {value[:32]!r}") from None
 
 
+# Timestamps outside these bounds are taken as corrupt records, not as events.
+MIN_MICROS = 0  # 1970-01-01
+MAX_MICROS = 7_258_118_400 * 1_000_000  # 2200-01-01
+
+
+def checked_micros(us: int, text: object) -> int:
+    """``us`` if it lies within [MIN_MICROS, MAX_MICROS), else RecordError naming ``text``."""
+    if not MIN_MICROS <= us < MAX_MICROS:
+        raise RecordError(f"timestamp out of range: {str(text)[:40]!r}")
+    return us
+
+
 def epoch_micros(seconds: float | str) -> int:
     """Epoch seconds (float or text) → epoch microseconds."""
     try:
-        return round(float(seconds) * 1_000_000)
-    except ValueError:
+        value = float(seconds)
+        return checked_micros(round(value * 1_000_000), seconds)
+    except (ValueError, OverflowError):
         raise RecordError(f"not a timestamp: {str(seconds)[:40]!r}") from None
 
 
@@ -95,4 +110,7 @@ def iso_micros(text: str) -> int:
         raise RecordError(f"not a timestamp: {text[:40]!r}") from None
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
-    return int(ts.timestamp()) * 1_000_000 + ts.microsecond
+    try:
+        return checked_micros(int(ts.timestamp()) * 1_000_000 + ts.microsecond, text)
+    except (OverflowError, ValueError):
+        raise RecordError(f"timestamp out of range: {text[:40]!r}") from None

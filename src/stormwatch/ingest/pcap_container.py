@@ -88,7 +88,7 @@ def sniff_container(head: bytes) -> str | None:
 
 def _gather_u32(a: npt.NDArray[np.uint8], offs: I64, order: str) -> I64:
     """The 4-byte unsigned integers at ``offs`` in byte order ``order``."""
-    b = a[offs[:, None] + np.arange(4)]
+    b: npt.NDArray[np.uint8] = a[offs[:, None] + np.arange(4)]
     return b.view(np.dtype(order + "u4"))[:, 0].astype(np.int64)
 
 
@@ -130,10 +130,13 @@ class ClassicPcap:
         if n == 0:
             return Walk(Records(_empty(), _empty(), _empty(), _empty(), _empty()), off, damage)
         a = np.frombuffer(buf, dtype=np.uint8)
-        sec = _gather_u32(a, h, self.order)
-        frac = _gather_u32(a, h + 4, self.order)
-        ts = sec * 1_000_000 + (frac // 1000 if self.nanos else frac)
-        caplen = _gather_u32(a, h + 8, self.order)
+        # Each record ends where the next begins: the captured lengths need no second read.
+        caplen = np.empty(n, dtype=np.int64)
+        caplen[:-1] = h[1:] - h[:-1] - hdr
+        caplen[-1] = off - h[-1] - hdr
+        sec_frac: npt.NDArray[np.uint8] = a[h[:, None] + np.arange(8)]
+        sf = sec_frac.view(np.dtype(self.order + "u4")).astype(np.int64)
+        ts = sf[:, 0] * 1_000_000 + (sf[:, 1] // 1000 if self.nanos else sf[:, 1])
         frame = np.arange(first_frame, first_frame + n, dtype=np.int64)
         link = np.full(n, self.link, dtype=np.int64)
         return Walk(Records(frame, h + hdr, caplen, ts, link), off, damage)
@@ -195,7 +198,7 @@ class PcapNg:
             if btype_b == PCAPNG_SHB:
                 self.order = order
                 self.section_base = len(self.interfaces)
-            elif btype == _EPB or btype == _OPB:
+            elif btype in (_EPB, _OPB):
                 if blen < 32:
                     damage = f"pcapng packet block of length {blen} is too short"
                     break

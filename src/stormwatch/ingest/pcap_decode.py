@@ -29,6 +29,7 @@ from stormwatch.ingest.pcap_container import Records
 
 I64 = npt.NDArray[np.int64]
 U8 = npt.NDArray[np.uint8]
+U64 = npt.NDArray[np.uint64]
 
 LINK_NULL, LINK_ETHERNET, LINK_LOOP, LINK_SLL, LINK_IPV4, LINK_IPV6, LINK_SLL2 = 0, 1, 108, 113, 228, 229, 276
 RAW_LINKS = (101, 12, 14)  # LINKTYPE_RAW; 12 and 14 are DLT_RAW's numbers on some BSDs, seen in old files
@@ -59,14 +60,17 @@ RAW_KEPT = 256  # bytes of a rejected packet kept (as hex) for the operator
 @dataclass
 class Packets:
     """The decoded packets that can be or answer a connection attempt — TCP segments with SYN or
-    RST, UDP datagrams, ICMP/ICMPv6 messages — in packet order. Addresses are 16 bytes; an IPv4
-    address sits in the last 4. Ports and ICMP type/code are -1 where they do not apply."""
+    RST, UDP datagrams, ICMP/ICMPv6 messages — in packet order. An address is two 64-bit words
+    (high, low) of its 16 bytes; an IPv4 address is the low word, the high word 0. Ports and ICMP
+    type/code are -1 where they do not apply."""
 
     frame: I64
     ts: I64
     fam: I64  # 4 or 6
-    src: U8  # shape (n, 16)
-    dst: U8
+    src_hi: U64
+    src_lo: U64
+    dst_hi: U64
+    dst_lo: U64
     sport: I64
     dport: I64
     proto: I64
@@ -91,8 +95,10 @@ class Quotes:
 
     frame: I64
     fam: I64
-    src: U8
-    dst: U8
+    src_hi: U64
+    src_lo: U64
+    dst_hi: U64
+    dst_lo: U64
     sport: I64
     dport: I64
     proto: I64
@@ -118,7 +124,8 @@ def _be32(a: U8, o: I64) -> I64:
 
 
 def _take(a: U8, o: I64, k: int) -> U8:
-    return a[o[:, None] + np.arange(k)]
+    out: U8 = a[o[:, None] + np.arange(k)]
+    return out
 
 
 def _fail(why: I64, idx: I64, codes: I64) -> npt.NDArray[np.bool_]:
@@ -220,6 +227,8 @@ def ip6_chain(buf: bytes, p: int, end: int, nh: int) -> tuple[int, int, int]:
             size = (buf[p + 1] + 2) * 4
         else:  # length in 8-byte units, not counting the first 8
             size = (buf[p + 1] + 1) * 8
+        if p + size > end:
+            return nh, p, R_EXT
         nh, p = nxt, p + size
     return nh, p, R_EXT
 
@@ -253,13 +262,19 @@ def decode(buf: bytes, rec: Records) -> Decoded:
     l3 = rec.off.copy()
     et = np.zeros(n, dtype=np.int64)
     why = np.zeros(n, dtype=np.int64)
-    for link in np.unique(rec.link).tolist():
-        _link(a, link, np.flatnonzero(rec.link == link), end, l3, et, why)
+    if n and (rec.link == rec.link[0]).all():  # one link type (always so in classic pcap)
+        _link(a, int(rec.link[0]), np.arange(n), end, l3, et, why)
+    else:
+        for link in np.unique(rec.link).tolist():
+            _link(a, link, np.flatnonzero(rec.link == link), end, l3, et, why)
     v4 = _ipv4(a, np.flatnonzero((et == ETHERTYPE_IPV4) & (why == 0)), l3, end, why)
     v6 = _ipv6(buf, a, np.flatnonzero((et == ETHERTYPE_IPV6) & (why == 0)), l3, end, why)
-    ip = _IP(*(np.concatenate([getattr(v4, f.name), getattr(v6, f.name)]) for f in fields(_IP)))
-    order = np.argsort(ip.idx, kind="stable")  # back to packet order
-    ip = _IP(*(getattr(ip, f.name)[order] for f in fields(_IP)))
+    if len(v6.idx) == 0:
+        ip = v4
+    else:
+        ip = _IP(*(np.concatenate([getattr(v4, f.name), getattr(v6, f.name)]) for f in fields(_IP)))
+        order = np.argsort(ip.idx, kind="stable")  # back to packet order (two sorted runs: cheap)
+        ip = _IP(*(getattr(ip, f.name)[order] for f in fields(_IP)))
     packets, quotes = _transport(buf, a, ip, rec, why)
     rejects = [(fr, reason, buf[o:o + min(c, RAW_KEPT)]) for fr, reason, o, c in rec.bad]
     for i in np.flatnonzero(why).tolist():
@@ -271,58 +286,66 @@ def decode(buf: bytes, rec: Records) -> Decoded:
 
 def _transport(buf: bytes, a: U8, ip: _IP, rec: Records, why: I64) -> tuple[Packets, Quotes]:
     """Check and read the transport headers; keep what can be or answer an attempt."""
-    l4, room = ip.l4, ip.l4end - ip.l4
-    is_tcp = (ip.proto == TCP) & ip.first
-    is_udp = (ip.proto == UDP) & ip.first
-    is_icmp = ((ip.proto == ICMP) | (ip.proto == ICMP6)) & ip.first
-    code = np.select([is_tcp & (room < 20), is_udp & (room < 8), is_icmp & (room < 4)],
-                     [R_TCP_TRUNC, R_UDP_TRUNC, R_ICMP_TRUNC])
-    tcp_ok = is_tcp & (code == 0)
-    b12 = np.zeros(len(l4), dtype=np.int64)
-    b12[tcp_ok] = a[l4[tcp_ok] + 12] >> 4
-    code[tcp_ok & (b12 < 5)] = R_TCP_HLEN
-    ok = _fail(why, ip.idx, code)
-    flags = np.zeros(len(l4), dtype=np.int64)
-    tcp_ok &= ok
-    flags[tcp_ok] = a[l4[tcp_ok] + 13]
-    keep = np.flatnonzero((tcp_ok & (flags & (SYN | RST) != 0)) | ((is_udp | is_icmp) & ok))
-    k_l4, k_l3, k_fam, k_proto = l4[keep], ip.l3[keep], ip.fam[keep], ip.proto[keep]
-    ported = (k_proto == TCP) | (k_proto == UDP)
-    sport = np.full(len(keep), -1, dtype=np.int64)
+    l4, room, proto = ip.l4, ip.l4end - ip.l4, ip.proto
+    tcp = np.flatnonzero((proto == TCP) & ip.first)
+    udp = np.flatnonzero((proto == UDP) & ip.first)
+    icmp = np.flatnonzero(((proto == ICMP) | (proto == ICMP6)) & ip.first)
+    tcp = tcp[_fail(why, ip.idx[tcp], np.where(room[tcp] < 20, R_TCP_TRUNC, 0))]
+    udp = udp[_fail(why, ip.idx[udp], np.where(room[udp] < 8, R_UDP_TRUNC, 0))]
+    icmp = icmp[_fail(why, ip.idx[icmp], np.where(room[icmp] < 4, R_ICMP_TRUNC, 0))]
+    off_flags = _take(a, l4[tcp] + 12, 2)  # data offset (high nibble), then the flag byte
+    tcp = tcp[_fail(why, ip.idx[tcp], np.where(off_flags[:, 0] < 0x50, R_TCP_HLEN, 0))]
+    off_flags = off_flags[off_flags[:, 0] >= 0x50]
+    flags_all = np.zeros(len(l4), dtype=np.int64)
+    flags_all[tcp] = off_flags[:, 1]
+    tcp = tcp[off_flags[:, 1] & (SYN | RST) != 0]  # plain data and ACKs answer nothing
+    ported = np.sort(np.concatenate([tcp, udp]))
+    keep = np.sort(np.concatenate([ported, icmp])) if len(icmp) else ported
+    n = len(keep)
+    is_ported = np.ones(n, dtype=np.bool_) if not len(icmp) else np.isin(keep, ported, assume_unique=True)
+    k_l4, k_l3, k_fam = l4[keep], ip.l3[keep], ip.fam[keep]
+    sport = np.full(n, -1, dtype=np.int64)
     dport = sport.copy()
-    sport[ported] = _be16(a, k_l4[ported])
-    dport[ported] = _be16(a, k_l4[ported] + 2)
-    itype = np.full(len(keep), -1, dtype=np.int64)
-    icode = itype.copy()
-    itype[~ported] = a[k_l4[~ported]]
-    icode[~ported] = a[k_l4[~ported] + 1]
-    src = np.zeros((len(keep), 16), dtype=np.uint8)
-    dst = src.copy()
-    f4, f6 = k_fam == 4, k_fam == 6
-    src[f4, 12:] = _take(a, k_l3[f4] + 12, 4)
-    dst[f4, 12:] = _take(a, k_l3[f4] + 16, 4)
-    src[f6] = _take(a, k_l3[f6] + 8, 16)
-    dst[f6] = _take(a, k_l3[f6] + 24, 16)
+    itype = sport.copy()
+    icode = sport.copy()
+    ports = _take(a, k_l4[is_ported], 4).view(">u2")
+    sport[is_ported], dport[is_ported] = ports[:, 0], ports[:, 1]
+    tc = _take(a, k_l4[~is_ported], 2)
+    itype[~is_ported], icode[~is_ported] = tc[:, 0], tc[:, 1]
+    src_hi = np.zeros(n, dtype=np.uint64)
+    src_lo, dst_hi, dst_lo = src_hi.copy(), src_hi.copy(), src_hi.copy()
+    f4 = k_fam == 4
+    if f4.all():
+        v4 = _take(a, k_l3 + 12, 8).view(">u4")
+        src_lo, dst_lo = v4[:, 0].astype(np.uint64), v4[:, 1].astype(np.uint64)
+    else:
+        f6 = ~f4
+        v4 = _take(a, k_l3[f4] + 12, 8).view(">u4")
+        src_lo[f4], dst_lo[f4] = v4[:, 0], v4[:, 1]
+        v6 = _take(a, k_l3[f6] + 8, 32).view(">u8")
+        src_hi[f6], src_lo[f6], dst_hi[f6], dst_lo[f6] = v6[:, 0], v6[:, 1], v6[:, 2], v6[:, 3]
     rows = ip.idx[keep]
-    packets = Packets(rec.frame[rows], rec.ts[rows], k_fam, src, dst, sport, dport, k_proto, flags[keep],
-                      itype, icode, ip.ttl[keep], ip.iplen[keep])
+    k_proto = proto[keep]
+    packets = Packets(rec.frame[rows], rec.ts[rows], k_fam, src_hi, src_lo, dst_hi, dst_lo, sport, dport, k_proto,
+                      flags_all[keep], itype, icode, ip.ttl[keep], ip.iplen[keep])
     # Destination unreachable (except "fragmentation needed", a path-MTU signal, not a refusal).
     unreach = ((k_proto == ICMP) & (itype == 3) & (icode != 4)) | ((k_proto == ICMP6) & (itype == 1))
-    q: list[tuple[int, int, bytes, bytes, int, int, int]] = []
+    q: list[tuple[int, ...]] = []
     for i in np.flatnonzero(unreach).tolist():
         flow = quoted_flow(buf, int(k_l4[i]) + 8, int(ip.l4end[keep[i]]))
         if flow is not None:
             q.append((int(packets.frame[i]), *flow))
-    quotes = Quotes(np.array([r[0] for r in q], dtype=np.int64), np.array([r[1] for r in q], dtype=np.int64),
-                    np.frombuffer(b"".join(r[2] for r in q), dtype=np.uint8).reshape(-1, 16),
-                    np.frombuffer(b"".join(r[3] for r in q), dtype=np.uint8).reshape(-1, 16),
-                    *(np.array([r[j] for r in q], dtype=np.int64) for j in (4, 5, 6)))
+    cols = list(zip(*q, strict=True)) if q else [()] * 9
+    i64 = [np.array(c, dtype=np.int64) for c in cols]
+    u64 = [np.array(c, dtype=np.uint64) for c in cols]
+    quotes = Quotes(i64[0], i64[1], u64[2], u64[3], u64[4], u64[5], i64[6], i64[7], i64[8])
     return packets, quotes
 
 
-def quoted_flow(buf: bytes, p: int, end: int) -> tuple[int, bytes, bytes, int, int, int] | None:
+def quoted_flow(buf: bytes, p: int, end: int) -> tuple[int, int, int, int, int, int, int, int] | None:
     """The TCP/UDP flow of the packet an ICMP error quotes at ``p`` (RFC 792, RFC 4443 3.1):
-    (family, source, destination, source port, destination port, protocol), or None."""
+    (family, source high/low words, destination high/low words, source port, destination port,
+    protocol), or None."""
     if p >= end:
         return None
     ver = buf[p] >> 4
@@ -331,9 +354,9 @@ def quoted_flow(buf: bytes, p: int, end: int) -> tuple[int, bytes, bytes, int, i
         if ihl < 20 or struct.unpack_from(">H", buf, p + 6)[0] & 0x1FFF:
             return None
         fam, proto, q = 4, buf[p + 9], p + ihl
-        src, dst = bytes(12) + buf[p + 12:p + 16], bytes(12) + buf[p + 16:p + 20]
+        words = (0, *struct.unpack_from(">I", buf, p + 12), 0, *struct.unpack_from(">I", buf, p + 16))
     elif ver == 6 and p + 40 <= end:
-        fam, src, dst = 6, buf[p + 8:p + 24], buf[p + 24:p + 40]
+        fam, words = 6, struct.unpack_from(">QQQQ", buf, p + 8)
         proto, q, status = ip6_chain(buf, p + 40, end, buf[p + 6])
         if status:
             return None
@@ -342,4 +365,4 @@ def quoted_flow(buf: bytes, p: int, end: int) -> tuple[int, bytes, bytes, int, i
     if proto not in (TCP, UDP) or q + 4 > end:
         return None
     sport, dport = struct.unpack_from(">HH", buf, q)
-    return fam, bytes(src), bytes(dst), sport, dport, proto
+    return fam, *words, sport, dport, proto

@@ -37,6 +37,7 @@ by its line.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -78,6 +79,7 @@ CONN_STATE_OUTCOME: dict[str, str | None] = {
 # RFC 950, RFC 4443): a request of these with no responder packets is unanswered.
 _ICMP_REQUESTS = {"icmp": {8, 13, 15, 17}, "icmp6": {128}}
 
+MAX_EPOCH = 253_402_300_800  # 10000-01-01T00:00:00Z: no timestamp column holds a later time
 _ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
 _LABEL_KEYS = ("label",)
 _DETAIL_KEYS = ("detailed-label", "detailedlabel", "detailed_label")
@@ -92,6 +94,7 @@ class _TsvState:
     empty: str = "(empty)"
     unset: str = "-"
     columns: list[tuple[str, ...]] = field(default_factory=list)  # names per column (usually one)
+    simple: bool = True  # every column holds one field (no IoT-23 combined column)
 
 
 def _complete_lines(head: bytes) -> list[str]:
@@ -104,6 +107,8 @@ def _complete_lines(head: bytes) -> list[str]:
 
 def _unescape(value: str) -> str:
     return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), value) if "\\x" in value else value
+
+
 
 
 class ZeekConnReader(LineReader):
@@ -164,6 +169,7 @@ def _header(line: str, state: _TsvState) -> None:
     name, _, value = line.partition(state.sep)
     if name == "#fields":
         state.columns = [tuple(c.split()) for c in value.split(state.sep)]
+        state.simple = all(len(names) == 1 for names in state.columns)
     elif name == "#set_separator":
         state.set_sep = _unescape(value)
     elif name == "#empty_field":
@@ -177,18 +183,17 @@ def _tsv_record(line: str, state: _TsvState) -> dict[str, Any]:
     values = line.split(state.sep)
     if len(values) != len(state.columns):
         raise RecordError(f"{len(values)} columns, the #fields header has {len(state.columns)}")
+    unset, empty = state.unset, state.empty
+    if state.simple:  # the common case, kept to one comprehension: this is the hot loop
+        return {names[0]: None if v == unset else "" if v == empty else v if "\\x" not in v else _unescape(v)
+                for names, v in zip(state.columns, values, strict=True)}
     rec: dict[str, Any] = {}
     for names, raw in zip(state.columns, values, strict=True):
         parts = [raw] if len(names) == 1 else raw.split(None, len(names) - 1)
         if len(parts) != len(names):
             raise RecordError(f"column {' '.join(names)!r} holds {len(parts)} values, not {len(names)}")
         for n, v in zip(names, parts, strict=True):
-            if v == state.unset:
-                rec[n] = None
-            elif v == state.empty:
-                rec[n] = ""
-            else:
-                rec[n] = _unescape(v)
+            rec[n] = None if v == unset else "" if v == empty else _unescape(v)
     return rec
 
 
@@ -206,14 +211,18 @@ def _flatten(obj: dict[str, Any]) -> dict[str, Any]:
 def _micros(value: Any) -> int:
     if isinstance(value, bool) or value is None:
         raise RecordError(f"no usable ts: {value!r}")
-    if isinstance(value, int | float):
-        return epoch_micros(value)
-    text = str(value)
-    try:
-        float(text)
-    except ValueError:
-        return iso_micros(text)
-    return epoch_micros(text)
+    if isinstance(value, str):
+        try:
+            seconds = float(value)
+        except ValueError:
+            return iso_micros(value)
+    elif isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        raise RecordError(f"no usable ts: {str(value)[:40]!r}")
+    if not (math.isfinite(seconds) and 0 <= seconds < MAX_EPOCH):
+        raise RecordError(f"ts out of range: {str(value)[:40]!r}")
+    return epoch_micros(value)
 
 
 def _count(rec: Mapping[str, Any], key: str) -> int | None:
@@ -233,9 +242,12 @@ def _float(rec: Mapping[str, Any], key: str) -> float | None:
     if v is None or v == "":
         return None
     try:
-        return float(v)
+        f = float(v)
     except (TypeError, ValueError):
         raise RecordError(f"{key} is not a number: {str(v)[:32]!r}") from None
+    if not math.isfinite(f):
+        raise RecordError(f"{key} is not finite: {str(v)[:32]!r}")
+    return f
 
 
 def _text(rec: Mapping[str, Any], key: str) -> str | None:
@@ -293,6 +305,7 @@ def _emit(rec: Mapping[str, Any], line: str, out: EventBatchBuilder) -> None:
     if proto in ("icmp", "icmp6"):
         icmp_type, icmp_code, sport, dport = sport, dport, None, None
     uid = _text(rec, "uid")
+    uid = uid if uid else None  # a column and part of the key: must be storable text
     state = _text(rec, "conn_state")
     history = _text(rec, "history")
     resp_pkts = _count(rec, "resp_pkts")

@@ -69,7 +69,7 @@ _EVENT_COLUMNS = (
 _INSERT_EVENTS = f"""
 INSERT INTO events
 SELECT event_id, {_EVENT_COLUMNS}
-FROM (SELECT hash(event, sensor, key) AS event_id, * FROM _batch) b
+FROM (SELECT md5_number(event || chr(0) || sensor || chr(0) || key) AS event_id, * FROM _batch) b
 WHERE NOT EXISTS (
     SELECT 1 FROM events e
     WHERE e.event_id = b.event_id AND e.ts >= $lo AND e.ts <= $hi
@@ -165,7 +165,7 @@ class Store:
                 n = cur.execute(
                     """INSERT INTO rejects
                     SELECT rid, source, line, format, reason, raw, $now FROM
-                      (SELECT hash(source, line, raw) AS rid, * FROM _rej) r
+                      (SELECT md5_number(source || chr(0) || line::VARCHAR || chr(0) || coalesce(raw, '')) AS rid, * FROM _rej) r
                     WHERE rid NOT IN (SELECT reject_id FROM rejects)
                     QUALIFY row_number() OVER (PARTITION BY rid) = 1""",
                     {"now": _now()},

@@ -1,7 +1,8 @@
 """Export of the events as a Parquet lake partitioned by day (``day=YYYY-MM-DD/``).
 
 The lake is what Spark (or any Parquet reader) runs the analytics on when one machine is not
-enough. Exporting again overwrites the partitions it writes, so it is repeatable.
+enough. Exporting again overwrites the partitions it writes, so it is repeatable. ``event_id``
+is written as 32 hex digits (Parquet and Spark have no unsigned 128-bit integer).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def export_lake(store: Store, out_dir: str | Path, *, since: date | None = None)
     params = {"since": since} if since else {}
     n = store.query(f"SELECT count(*) AS n FROM events {where}", params).column("n")[0].as_py()
     sql = (
-        f"COPY (SELECT *, CAST(ts AS DATE) AS day FROM events {where}) "
+        f"COPY (SELECT * REPLACE (lower(hex(event_id)) AS event_id), CAST(ts AS DATE) AS day FROM events {where}) "
         f"TO '{_quote(str(out))}' (FORMAT parquet, PARTITION_BY (day), OVERWRITE_OR_IGNORE true, "
         "FILENAME_PATTERN 'events_{i}')"
     )

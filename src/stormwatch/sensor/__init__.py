@@ -1,0 +1,1 @@
+"""The honeypot sensor: persona, per-connection sessions (sans-I/O), asyncio transports, spool."""
