@@ -7,11 +7,13 @@ checks the same reader against tshark on real captures.
 from __future__ import annotations
 
 import gzip
+import ipaddress
 import json
 import struct
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +23,7 @@ import pcap_synth as ps
 from stormwatch.errors import InputError, TruncatedInput
 from stormwatch.events import EventBatchBuilder, Reject, arrow_schema
 from stormwatch.ingest import pcap as pcap_module
+from stormwatch.ingest import pcap_events
 from stormwatch.ingest.base import Source
 from stormwatch.ingest.pcap import PcapReader
 
@@ -157,6 +160,16 @@ def test_classic_pcap_byte_orders_and_resolutions(tmp_path: Path, order: str, na
     assert table.column("ts").cast(pa.int64()).to_pylist() == [T0 + 123_456, T0 + 999_999]
 
 
+def test_modified_pcap_record_headers(tmp_path: Path) -> None:
+    """Kuznetzov's "modified" pcap (magic a1b2cd34) has 8 more bytes per record header."""
+    pkt = eth4(A, B, 6, ps.tcp(1, 2, ps.SYN))
+    head = struct.pack("<IHHiIII", 0xA1B2CD34, 2, 4, 0, 0, 65535, 1)
+    recs = b"".join(struct.pack("<IIIIIHBB", T0 // 1_000_000, i, len(pkt), len(pkt), 2, 0x0800, 0, 0) + pkt
+                    for i in range(3))
+    table, rejects, error, total = read(tmp_path, head + recs)
+    assert (error, rejects, total, len(table)) == (None, [], 3, 3)
+
+
 def test_nanosecond_fraction_is_truncated_to_microseconds(tmp_path: Path) -> None:
     data = bytearray(ps.pcap([(T0, eth4(A, B, 6, ps.tcp(1, 2, ps.SYN)))], nanos=True))
     struct.pack_into("<I", data, 28, 999)  # 999 ns past the second
@@ -166,27 +179,31 @@ def test_nanosecond_fraction_is_truncated_to_microseconds(tmp_path: Path) -> Non
 
 def test_pcapng_sections_interfaces_and_blocks(tmp_path: Path) -> None:
     syn = ps.ipv4(A, B, 6, ps.tcp(1000, 445, ps.SYN))
+    opb = eth4(A, C, 1, ps.icmp(8, 0))
     section1 = (ps.ng_shb() + ps.ng_idb(1) + ps.ng_idb(101, tsresol=9)
                 + ps.ng_epb(0, T0, ps.eth(syn))                         # frame 1, µs
                 + ps.ng_block(4, b"\0\0\0\0")                            # name resolution: skipped
                 + ps.ng_epb(1, (T0 + 5) * 1000, syn)                     # frame 2, ns, raw IP
                 + ps.ng_block(5, struct.pack("<III", 0, 0, 0))           # interface statistics
                 + ps.ng_block(0x40000BAD, b"custom!")                    # custom block
+                + ps.ng_block(2, struct.pack("<HHIIII", 0, 0, (T0 + 7) >> 32, (T0 + 7) & 0xFFFFFFFF, len(opb), len(opb))
+                              + opb)                                     # frame 3: obsolete Packet Block
                 + ps.ng_epb(0, T0 + 9, ps.eth(ps.ipv4(B, A, 6, ps.tcp(445, 1000, ps.SYN | ps.ACK)))))
     section2 = (ps.ng_shb(">") + ps.ng_idb(113, ">", tsresol=0x80 | 10)   # 2^-10 s units
                 + ps.ng_epb(0, (T0 // 1_000_000 * 1024) + 512, ps.sll(ps.ipv4(C, A, 17, ps.udp(9, 9))), ">")
                 + ps.ng_spb(ps.sll(ps.ipv4(C, B, 6, ps.tcp(7, 7, ps.SYN))), ">"))  # frame 5, no timestamp
     table, rejects, error, total = read(tmp_path, section1 + section2, "t.pcapng")
-    assert error is None and rejects == [] and total == 5
+    assert error is None and rejects == [] and total == 6
     assert brief(table) == [
         (1, A, 1000, B, 445, "tcp", "S", "answered"),
         (2, A, 1000, B, 445, "tcp", "S", "answered"),
-        (4, C, 9, A, 9, "udp", None, "unanswered"),
-        (5, C, 7, B, 7, "tcp", "S", "unanswered"),
+        (3, A, None, C, None, "icmp", None, None),
+        (5, C, 9, A, 9, "udp", None, "unanswered"),
+        (6, C, 7, B, 7, "tcp", "S", "unanswered"),
     ]
     ts = table.column("ts").cast(pa.int64()).to_pylist()
-    assert ts[:3] == [T0, T0 + 5, T0 // 1_000_000 * 1_000_000 + 500_000]
-    assert ts[3] == ts[2]  # a Simple Packet Block takes the timestamp before it
+    assert ts[:4] == [T0, T0 + 5, T0 + 7, T0 // 1_000_000 * 1_000_000 + 500_000]
+    assert ts[4] == ts[3]  # a Simple Packet Block takes the timestamp before it
 
 
 def test_vlan_and_qinq(tmp_path: Path) -> None:
@@ -393,3 +410,36 @@ def test_mutated_packets_never_raise_anything_else(tmp_path: Path, data: st.Data
     table, rejects, error, total = read(tmp_path, ps.pcap(at(out)))
     assert error is None and total == 3
     assert len(table) + len(rejects) <= 3
+
+
+def test_fingerprint_collisions_are_settled_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flows are matched through 64-bit fingerprints; with every fingerprint made equal (the worst
+    collision possible) the exact fallback must give the same events and outcomes."""
+    interleaved = ps.pcap(at([
+        eth4(A, B, 6, ps.tcp(1, 80, ps.SYN)), eth4(A, B, 6, ps.tcp(2, 80, ps.SYN)),           # 1, 2
+        eth4(B, A, 6, ps.tcp(80, 2, ps.SYN | ps.ACK)), eth4(B, A, 6, ps.tcp(80, 1, ps.RST)),  # 3, 4
+        eth4(A, C, 17, ps.udp(5, 53)), eth4(A, C, 17, ps.udp(6, 53)),                         # 5, 6
+        eth4(C, A, 17, ps.udp(53, 6)), eth4(C, A, 17, ps.udp(53, 5)),                         # 7, 8
+        eth4(A, C, 17, ps.udp(7, 161)),                                                       # 9
+        eth4(C, A, 1, ps.unreachable(ps.ipv4(A, C, 17, ps.udp(7, 161)))),                     # 10
+        eth4(A, B, 6, ps.tcp(3, 80, ps.SYN)), eth4(A, C, 17, ps.udp(5, 53)),                  # 11, 12
+    ]))
+    expected = [(1, "reset"), (2, "answered"), (5, "answered"), (6, "answered"), (9, "reset"), (10, None),
+                (11, "unanswered")]
+    normal, _, _, _ = read(tmp_path, interleaved)
+    mixed, _, _, _ = read(tmp_path, ps.mixed_captures()["ether-vlan.pcap"])
+    assert [(r["frame"], r["outcome"]) for r in rows(normal)] == expected
+    monkeypatch.setattr(pcap_events._Flows, "fingerprint", lambda self: np.zeros(len(self.cols[0]), np.uint64))
+    assert read(tmp_path, interleaved)[0].equals(normal)
+    assert read(tmp_path, ps.mixed_captures()["ether-vlan.pcap"])[0].equals(mixed)
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.one_of(st.binary(min_size=16, max_size=16),
+                     st.binary(min_size=4, max_size=4).map(lambda b: bytes(10) + b"\xff\xff" + b),
+                     st.binary(min_size=4, max_size=4).map(lambda b: bytes(12) + b),
+                     st.lists(st.sampled_from([b"\0\0", b"\0\1", b"\xab\xcd"]), min_size=8, max_size=8).map(b"".join)))
+def test_ipv6_text_is_canonical(raw: bytes) -> None:
+    hi, lo = struct.unpack(">QQ", raw)
+    got = pcap_events._ip6_text(np.array([hi], np.uint64), np.array([lo], np.uint64))
+    assert got == [ipaddress.IPv6Address(raw).compressed]

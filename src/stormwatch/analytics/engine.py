@@ -169,6 +169,9 @@ def local_spark_session(work_dir: str | Path | None = None, *, cores: int = 2) -
     return spark
 
 
+_SESSION_CONF = {"spark.sql.session.timeZone": "UTC", "spark.sql.parquet.inferTimestampNTZ.enabled": "true"}
+
+
 class SparkEngine(Engine):
     """Runs the same SQL, transpiled to Spark SQL, over the Parquet lake in ``lake_dir``.
 
@@ -182,6 +185,10 @@ class SparkEngine(Engine):
     def __init__(self, lake_dir: str | Path, spark_session: Any = None) -> None:
         self.lake_dir = Path(lake_dir)
         self.spark = spark_session if spark_session is not None else local_spark_session()
+        # Also on a session made elsewhere (a cluster's): days are UTC days, and ts must be read as
+        # TIMESTAMP_NTZ, or collect() would shift it into the Python process's local time zone.
+        for key, value in _SESSION_CONF.items():
+            self.spark.conf.set(key, value)
         self.refresh()
 
     def refresh(self) -> None:

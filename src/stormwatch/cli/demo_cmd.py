@@ -10,6 +10,7 @@ import click
 from stormwatch.analytics import DuckDBEngine, latest_day, port_history, top_ports, top_sources
 from stormwatch.cli.options import db_option, open_store
 from stormwatch.cli.output import render
+from stormwatch.cli.report_cmd import sources_rows
 from stormwatch.collector import IngestSummary, ingest_paths
 from stormwatch.demo import DemoPlan, generate
 from stormwatch.demo.generate import SENSORS
@@ -49,9 +50,7 @@ def demo(workdir: str, fresh: bool, db_path: str | None) -> None:
         click.echo(render([dict(r) for r in port_history(eng, 139, day - timedelta(days=9), day)], "table",
                           ["day", "records", "targets", "sources", "tcp", "udp", "survival"]))
         click.echo(f"\n== top sources on {day}")
-        rows = [dict(r) for r in top_sources(eng, day=day, limit=5)]
-        for r in rows:
-            r["top_ports"] = " ".join(f"{p['port']}({p['records']})" for p in r["top_ports"])
+        rows = sources_rows(list(top_sources(eng, day=day, limit=5)), "table")
         click.echo(render(rows, "table", ["rank", "src_ip", "records", "targets", "top_ports", "first_seen",
                                           "last_seen"]))
     click.echo(f"\nThe store is {db}; try: stormwatch report ports --db {db} --by sources")

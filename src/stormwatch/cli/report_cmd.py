@@ -43,7 +43,8 @@ def _engine(db_path: str | None, engine: str, lake: str | None) -> Iterator[Engi
         yield DuckDBEngine(store)
 
 
-def _sources_rows(rows: list[Any], fmt: str) -> list[dict[str, Any]]:
+def sources_rows(rows: list[Any], fmt: str) -> list[dict[str, Any]]:
+    """Top-source rows for printing: outside JSON, the port list becomes `port(records) ...`."""
     out = [dict(r) for r in rows]
     if fmt != "json":
         for r in out:
@@ -110,4 +111,4 @@ def sources_cmd(day: str | None, since: str | None, limit: int, fmt: str, engine
         rows = top_sources(eng, day=d, since=since_d, limit=limit)
     if fmt == "table":
         click.echo(f"top {limit} sources {'on ' + str(d) if d else 'since ' + str(since_d)}")
-    click.echo(render(_sources_rows(list(rows), fmt), fmt, SOURCE_COLUMNS if fmt == "table" else None))
+    click.echo(render(sources_rows(list(rows), fmt), fmt, SOURCE_COLUMNS if fmt == "table" else None))

@@ -34,8 +34,9 @@ from stormwatch.ingest.pcap_container import ClassicPcap, PcapNg, sniff_containe
 from stormwatch.ingest.pcap_decode import Packets, Quotes, decode
 from stormwatch.ingest.pcap_events import attempts, table
 
-BLOCK_BYTES = 32 * 1024 * 1024  # read size: large enough that per-block numpy overhead vanishes
-READ_PIECE = 4 * 1024 * 1024
+# Read size: large enough that the per-block numpy overhead vanishes, small enough to stay in cache.
+BLOCK_BYTES = 8 * 1024 * 1024
+READ_PIECE = 4 * 1024 * 1024  # gzip is read in pieces of this size (see _read)
 
 
 class _Damage(Exception):
@@ -116,12 +117,15 @@ class PcapReader(Reader):
                     damage = _Damage(base, f"capture ends inside a record ({len(pending)} bytes of it present)")
                 break
         p = Packets.concat(packets)
+        del packets
         rows, outcome = attempts(p, Quotes.concat(quotes))
-        events = table(p, rows, outcome, src.sensor)
         read = frame - 1
-        for start in range(0, max(len(events), 1), CHUNK_ROWS):
+        # Tables are built chunk by chunk: smaller working sets, and the first chunk reaches the
+        # store while the next is being built.
+        for start in range(0, max(len(rows), 1), CHUNK_ROWS):
             first = start == 0
-            yield Chunk(events.slice(start, CHUNK_ROWS), rejects if first else [],
-                        read if first else 0, read - len(events) - len(rejects) if first else 0)
+            events = table(p, rows[start:start + CHUNK_ROWS], outcome[start:start + CHUNK_ROWS], src.sensor)
+            yield Chunk(events, rejects if first else [], read if first else 0,
+                        read - len(rows) - len(rejects) if first else 0)
         if damage is not None:
             raise TruncatedInput(src.path, damage.offset, damage.reason)

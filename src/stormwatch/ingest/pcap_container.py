@@ -86,12 +86,6 @@ def sniff_container(head: bytes) -> str | None:
     return None
 
 
-def _gather_u32(a: npt.NDArray[np.uint8], offs: I64, order: str) -> I64:
-    """The 4-byte unsigned integers at ``offs`` in byte order ``order``."""
-    b: npt.NDArray[np.uint8] = a[offs[:, None] + np.arange(4)]
-    return b.view(np.dtype(order + "u4"))[:, 0].astype(np.int64)
-
-
 def _empty() -> I64:
     return np.zeros(0, np.int64)
 
@@ -111,6 +105,11 @@ class ClassicPcap:
         self.limit = max(STANDARD_MAX_PACKET, min(snaplen, MAX_PACKET))
         self._incl = struct.Struct(self.order + "I").unpack_from
 
+    def _u32(self, buf: bytes) -> npt.NDArray[np.uint32]:
+        """``buf`` as 4-byte integers in the file's byte order at every byte offset."""
+        size = max(len(buf) - 3, 0)
+        return np.ndarray((size,), np.dtype(self.order + "u4"), buf, 0, (1,))
+
     def walk(self, buf: bytes, start: int, first_frame: int) -> Walk:
         hdr, incl_at, limit, unpack = self.rec_len, 8, self.limit, self._incl
         offs: list[int] = []
@@ -129,14 +128,13 @@ class ClassicPcap:
         n = len(h)
         if n == 0:
             return Walk(Records(_empty(), _empty(), _empty(), _empty(), _empty()), off, damage)
-        a = np.frombuffer(buf, dtype=np.uint8)
         # Each record ends where the next begins: the captured lengths need no second read.
         caplen = np.empty(n, dtype=np.int64)
         caplen[:-1] = h[1:] - h[:-1] - hdr
         caplen[-1] = off - h[-1] - hdr
-        sec_frac: npt.NDArray[np.uint8] = a[h[:, None] + np.arange(8)]
-        sf = sec_frac.view(np.dtype(self.order + "u4")).astype(np.int64)
-        ts = sf[:, 0] * 1_000_000 + (sf[:, 1] // 1000 if self.nanos else sf[:, 1])
+        sec = self._u32(buf)[h].astype(np.int64)
+        frac = self._u32(buf)[h + 4].astype(np.int64)
+        ts = sec * 1_000_000 + (frac // 1000 if self.nanos else frac)
         frame = np.arange(first_frame, first_frame + n, dtype=np.int64)
         link = np.full(n, self.link, dtype=np.int64)
         return Walk(Records(frame, h + hdr, caplen, ts, link), off, damage)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -115,17 +116,27 @@ class Decoded:
     rejects: list[tuple[int, str, bytes]]  # (frame, reason, leading bytes of the packet)
 
 
-def _be16(a: U8, o: I64) -> I64:
-    return (a[o].astype(np.int64) << 8) | a[o + 1]
+def byte_view(buf: bytes, dtype: str) -> npt.NDArray[Any]:
+    """``buf`` as integers of ``dtype`` starting at *every* byte offset (a 1-byte stride), so that
+    one fancy-indexing gather reads a 2-, 4- or 8-byte field of many packets at once."""
+    size = np.dtype(dtype).itemsize
+    return np.ndarray((max(len(buf) - size + 1, 0),), np.dtype(dtype), buf, 0, (1,))
 
 
-def _be32(a: U8, o: I64) -> I64:
-    return (_be16(a, o) << 16) | _be16(a, o + 2)
+class _Words:
+    """Big-endian (network order) views of a buffer at every byte offset."""
 
+    def __init__(self, buf: bytes) -> None:
+        self.u8 = np.frombuffer(buf, dtype=np.uint8)
+        self.u16 = byte_view(buf, ">u2")
+        self.u32 = byte_view(buf, ">u4")
+        self.u64 = byte_view(buf, ">u8")
 
-def _take(a: U8, o: I64, k: int) -> U8:
-    out: U8 = a[o[:, None] + np.arange(k)]
-    return out
+    def be16(self, o: I64) -> I64:
+        return self.u16[o].astype(np.int64)
+
+    def byte(self, o: I64) -> I64:
+        return self.u8[o].astype(np.int64)
 
 
 def _fail(why: I64, idx: I64, codes: I64) -> npt.NDArray[np.bool_]:
@@ -135,7 +146,7 @@ def _fail(why: I64, idx: I64, codes: I64) -> npt.NDArray[np.bool_]:
     return ~bad
 
 
-def _link(a: U8, link: int, idx: I64, end: I64, l3: I64, et: I64, why: I64) -> None:
+def _link(w: _Words, link: int, idx: I64, end: I64, l3: I64, et: I64, why: I64) -> None:
     """Find the network header of every packet of one link type: its offset (``l3``) and
     EtherType (``et``; 0 for anything but IPv4/IPv6, which is then skipped)."""
     o = l3[idx]
@@ -143,7 +154,7 @@ def _link(a: U8, link: int, idx: I64, end: I64, l3: I64, et: I64, why: I64) -> N
         hlen, at = _ETHERTYPE_LINKS[link]
         ok = _fail(why, idx, np.where(end[idx] - o < hlen, R_LINK, 0))
         idx, o = idx[ok], o[ok]
-        t = _be16(a, o + at)
+        t = w.be16(o + at)
         p = o + hlen
         for _ in range(MAX_VLAN_TAGS):  # 4-byte tags: TPID then TCI, then the next EtherType
             v = np.flatnonzero(np.isin(t, VLAN_TPIDS))
@@ -153,13 +164,13 @@ def _link(a: U8, link: int, idx: I64, end: I64, l3: I64, et: I64, why: I64) -> N
             why[idx[v[short]]] = R_VLAN
             t[v[short]] = 0
             g = v[~short]
-            t[g] = _be16(a, p[g] + 2)
+            t[g] = w.be16(p[g] + 2)
             p[g] += 4
         l3[idx], et[idx] = p, t
     elif link in RAW_LINKS:
         ok = _fail(why, idx, np.where(end[idx] <= o, R_EMPTY, 0))
         idx, o = idx[ok], o[ok]
-        ver = a[o] >> 4
+        ver = w.u8[o] >> 4
         et[idx] = np.where(ver == 4, ETHERTYPE_IPV4, np.where(ver == 6, ETHERTYPE_IPV6, 0))
         why[idx[(ver != 4) & (ver != 6)]] = R_VERSION
     elif link == LINK_IPV4:
@@ -170,7 +181,7 @@ def _link(a: U8, link: int, idx: I64, end: I64, l3: I64, et: I64, why: I64) -> N
         # A 4-byte address family: in the writer's byte order for NULL, network order for LOOP.
         ok = _fail(why, idx, np.where(end[idx] - o < 4, R_LINK, 0))
         idx, o = idx[ok], o[ok]
-        be = _be32(a, o)
+        be = w.u32[o].astype(np.int64)
         le = be.astype(np.uint32).byteswap().astype(np.int64) if link == LINK_NULL else be
         is4 = (be == 2) | (le == 2)
         is6 = np.isin(be, AF_INET6) | np.isin(le, AF_INET6)
@@ -194,20 +205,21 @@ class _IP:
     first: npt.NDArray[np.bool_]  # not a non-first fragment (only those carry the ports)
 
 
-def _ipv4(a: U8, idx: I64, l3: I64, end: I64, why: I64) -> _IP:
+def _ipv4(w: _Words, idx: I64, l3: I64, end: I64, why: I64) -> _IP:
     o, e = l3[idx], end[idx]
     ok = _fail(why, idx, np.where(o + 20 > e, R_IP4_TRUNC, 0))
     idx, o, e = idx[ok], o[ok], e[ok]
-    b0 = a[o].astype(np.int64)
+    b0 = w.byte(o)
     ihl = (b0 & 15) * 4
-    tot = _be16(a, o + 2)
+    tot = w.be16(o + 2)
     tot = np.where(tot == 0, e - o, tot)  # 0: TCP segmentation offload on the capturing host
     code = np.select([b0 >> 4 != 4, ihl < 20, o + ihl > e, tot < ihl], [R_VERSION, R_IHL, R_IP4_TRUNC, R_TOTLEN])
     ok = _fail(why, idx, code)
     idx, o, e, ihl, tot = idx[ok], o[ok], e[ok], ihl[ok], tot[ok]
-    frag = _be16(a, o + 6) & 0x1FFF
-    return _IP(idx, np.full(len(idx), 4), o, a[o + 9].astype(np.int64), a[o + 8].astype(np.int64), tot,
-               o + ihl, np.minimum(e, o + tot), frag == 0)
+    frag = w.be16(o + 6) & 0x1FFF
+    ttl_proto = w.be16(o + 8)
+    return _IP(idx, np.full(len(idx), 4), o, ttl_proto & 0xFF, ttl_proto >> 8, tot, o + ihl, np.minimum(e, o + tot),
+               frag == 0)
 
 
 def ip6_chain(buf: bytes, p: int, end: int, nh: int) -> tuple[int, int, int]:
@@ -233,14 +245,15 @@ def ip6_chain(buf: bytes, p: int, end: int, nh: int) -> tuple[int, int, int]:
     return nh, p, R_EXT
 
 
-def _ipv6(buf: bytes, a: U8, idx: I64, l3: I64, end: I64, why: I64) -> _IP:
+def _ipv6(buf: bytes, w: _Words, idx: I64, l3: I64, end: I64, why: I64) -> _IP:
     o, e = l3[idx], end[idx]
     code = np.where(o + 40 > e, R_IP6_TRUNC, 0)
-    code[code == 0] = np.where(a[o[code == 0]] >> 4 != 6, R_VERSION, 0)
+    code[code == 0] = np.where(w.u8[o[code == 0]] >> 4 != 6, R_VERSION, 0)
     ok = _fail(why, idx, code)
     idx, o, e = idx[ok], o[ok], e[ok]
-    plen = _be16(a, o + 4)
-    nh = a[o + 6].astype(np.int64)
+    plen = w.be16(o + 4)
+    nh_hlim = w.be16(o + 6)
+    nh = nh_hlim >> 8
     l4 = o + 40
     l4end = np.where(plen > 0, np.minimum(e, o + 40 + plen), e)  # 0: jumbogram, use what was captured
     first = np.ones(len(idx), dtype=np.bool_)
@@ -250,32 +263,32 @@ def _ipv6(buf: bytes, a: U8, idx: I64, l3: I64, end: I64, why: I64) -> _IP:
         nh[i], l4[i], status[i] = ip6_chain(buf, int(l4[i]), int(l4end[i]), int(nh[i]))
     first[status == 1] = False
     ok = _fail(why, idx, np.where(status > 1, status, 0))
-    return _IP(idx[ok], np.full(int(ok.sum()), 6), o[ok], nh[ok], a[o[ok] + 7].astype(np.int64),
-               plen[ok] + 40, l4[ok], l4end[ok], first[ok])
+    return _IP(idx[ok], np.full(int(ok.sum()), 6), o[ok], nh[ok], nh_hlim[ok] & 0xFF, plen[ok] + 40, l4[ok],
+               l4end[ok], first[ok])
 
 
 def decode(buf: bytes, rec: Records) -> Decoded:
     """Decode every packet of ``rec`` (in ``buf``) at once."""
-    a = np.frombuffer(buf, dtype=np.uint8)
+    w = _Words(buf)
     n = len(rec.frame)
     end = rec.off + rec.caplen
     l3 = rec.off.copy()
     et = np.zeros(n, dtype=np.int64)
     why = np.zeros(n, dtype=np.int64)
     if n and (rec.link == rec.link[0]).all():  # one link type (always so in classic pcap)
-        _link(a, int(rec.link[0]), np.arange(n), end, l3, et, why)
+        _link(w, int(rec.link[0]), np.arange(n), end, l3, et, why)
     else:
         for link in np.unique(rec.link).tolist():
-            _link(a, link, np.flatnonzero(rec.link == link), end, l3, et, why)
-    v4 = _ipv4(a, np.flatnonzero((et == ETHERTYPE_IPV4) & (why == 0)), l3, end, why)
-    v6 = _ipv6(buf, a, np.flatnonzero((et == ETHERTYPE_IPV6) & (why == 0)), l3, end, why)
+            _link(w, link, np.flatnonzero(rec.link == link), end, l3, et, why)
+    v4 = _ipv4(w, np.flatnonzero((et == ETHERTYPE_IPV4) & (why == 0)), l3, end, why)
+    v6 = _ipv6(buf, w, np.flatnonzero((et == ETHERTYPE_IPV6) & (why == 0)), l3, end, why)
     if len(v6.idx) == 0:
         ip = v4
     else:
         ip = _IP(*(np.concatenate([getattr(v4, f.name), getattr(v6, f.name)]) for f in fields(_IP)))
         order = np.argsort(ip.idx, kind="stable")  # back to packet order (two sorted runs: cheap)
         ip = _IP(*(getattr(ip, f.name)[order] for f in fields(_IP)))
-    packets, quotes = _transport(buf, a, ip, rec, why)
+    packets, quotes = _transport(buf, w, ip, rec, why)
     rejects = [(fr, reason, buf[o:o + min(c, RAW_KEPT)]) for fr, reason, o, c in rec.bad]
     for i in np.flatnonzero(why).tolist():
         o = int(rec.off[i])
@@ -284,7 +297,7 @@ def decode(buf: bytes, rec: Records) -> Decoded:
     return Decoded(packets, quotes, rejects)
 
 
-def _transport(buf: bytes, a: U8, ip: _IP, rec: Records, why: I64) -> tuple[Packets, Quotes]:
+def _transport(buf: bytes, w: _Words, ip: _IP, rec: Records, why: I64) -> tuple[Packets, Quotes]:
     """Check and read the transport headers; keep what can be or answer an attempt."""
     l4, room, proto = ip.l4, ip.l4end - ip.l4, ip.proto
     tcp = np.flatnonzero((proto == TCP) & ip.first)
@@ -293,12 +306,13 @@ def _transport(buf: bytes, a: U8, ip: _IP, rec: Records, why: I64) -> tuple[Pack
     tcp = tcp[_fail(why, ip.idx[tcp], np.where(room[tcp] < 20, R_TCP_TRUNC, 0))]
     udp = udp[_fail(why, ip.idx[udp], np.where(room[udp] < 8, R_UDP_TRUNC, 0))]
     icmp = icmp[_fail(why, ip.idx[icmp], np.where(room[icmp] < 4, R_ICMP_TRUNC, 0))]
-    off_flags = _take(a, l4[tcp] + 12, 2)  # data offset (high nibble), then the flag byte
-    tcp = tcp[_fail(why, ip.idx[tcp], np.where(off_flags[:, 0] < 0x50, R_TCP_HLEN, 0))]
-    off_flags = off_flags[off_flags[:, 0] >= 0x50]
+    off_flags = w.be16(l4[tcp] + 12)  # data offset (high nibble of the first byte), then the flags
+    good = off_flags >= 0x5000
+    tcp = tcp[_fail(why, ip.idx[tcp], np.where(good, 0, R_TCP_HLEN))]
+    flags = off_flags[good] & 0xFF
     flags_all = np.zeros(len(l4), dtype=np.int64)
-    flags_all[tcp] = off_flags[:, 1]
-    tcp = tcp[off_flags[:, 1] & (SYN | RST) != 0]  # plain data and ACKs answer nothing
+    flags_all[tcp] = flags
+    tcp = tcp[flags & (SYN | RST) != 0]  # plain data and ACKs answer nothing
     ported = np.sort(np.concatenate([tcp, udp]))
     keep = np.sort(np.concatenate([ported, icmp])) if len(icmp) else ported
     n = len(keep)
@@ -308,22 +322,23 @@ def _transport(buf: bytes, a: U8, ip: _IP, rec: Records, why: I64) -> tuple[Pack
     dport = sport.copy()
     itype = sport.copy()
     icode = sport.copy()
-    ports = _take(a, k_l4[is_ported], 4).view(">u2")
-    sport[is_ported], dport[is_ported] = ports[:, 0], ports[:, 1]
-    tc = _take(a, k_l4[~is_ported], 2)
-    itype[~is_ported], icode[~is_ported] = tc[:, 0], tc[:, 1]
+    ports = w.u32[k_l4[is_ported]].astype(np.int64)
+    sport[is_ported], dport[is_ported] = ports >> 16, ports & 0xFFFF
+    tc = w.be16(k_l4[~is_ported])
+    itype[~is_ported], icode[~is_ported] = tc >> 8, tc & 0xFF
     src_hi = np.zeros(n, dtype=np.uint64)
     src_lo, dst_hi, dst_lo = src_hi.copy(), src_hi.copy(), src_hi.copy()
     f4 = k_fam == 4
+    low32 = np.uint64(0xFFFFFFFF)
     if f4.all():
-        v4 = _take(a, k_l3 + 12, 8).view(">u4")
-        src_lo, dst_lo = v4[:, 0].astype(np.uint64), v4[:, 1].astype(np.uint64)
+        both = w.u64[k_l3 + 12].astype(np.uint64)  # source and destination in one read
+        src_lo, dst_lo = both >> np.uint64(32), both & low32
     else:
         f6 = ~f4
-        v4 = _take(a, k_l3[f4] + 12, 8).view(">u4")
-        src_lo[f4], dst_lo[f4] = v4[:, 0], v4[:, 1]
-        v6 = _take(a, k_l3[f6] + 8, 32).view(">u8")
-        src_hi[f6], src_lo[f6], dst_hi[f6], dst_lo[f6] = v6[:, 0], v6[:, 1], v6[:, 2], v6[:, 3]
+        both = w.u64[k_l3[f4] + 12].astype(np.uint64)
+        src_lo[f4], dst_lo[f4] = both >> np.uint64(32), both & low32
+        o6 = k_l3[f6]
+        src_hi[f6], src_lo[f6], dst_hi[f6], dst_lo[f6] = (w.u64[o6 + k] for k in (8, 16, 24, 32))
     rows = ip.idx[keep]
     k_proto = proto[keep]
     packets = Packets(rec.frame[rows], rec.ts[rows], k_fam, src_hi, src_lo, dst_hi, dst_lo, sport, dport, k_proto,

@@ -188,17 +188,13 @@ def _exact_outcome(flow: tuple[int, ...], frame: int, replies: _Flows, r_frame: 
 
 
 def _ip6_text(hi: U64, lo: U64) -> list[str]:
-    """Canonical IPv6 text (ipaddress's compressed form), memoised per address."""
-    cache: dict[tuple[int, int], str] = {}
-    out = []
-    for h, low in zip(hi.tolist(), lo.tolist(), strict=True):
-        s = cache.get((h, low))
-        if s is None:
-            raw = (h << 64 | low).to_bytes(16, "big")
-            # inet_ntop agrees with ipaddress except on the IPv4-embedding prefixes (::/96, ::ffff:0:0/96).
-            s = socket.inet_ntop(socket.AF_INET6, raw) if h or low >> 48 else ipaddress.IPv6Address(raw).compressed
-            cache[(h, low)] = s
-        out.append(s)
+    """Canonical IPv6 text, as ``ipaddress`` writes it (RFC 5952 compression): ``inet_ntop`` gives
+    the same except on the IPv4-embedding prefixes (::/96 and ::ffff:0:0/96), left to ipaddress."""
+    raw = np.stack([hi, lo], axis=1).astype(">u8").tobytes()
+    ntop, af = socket.inet_ntop, socket.AF_INET6
+    out = [ntop(af, raw[i:i + 16]) for i in range(0, len(raw), 16)]
+    for i in np.flatnonzero((hi == 0) & (lo >> np.uint64(48) == 0)).tolist():
+        out[i] = ipaddress.IPv6Address(raw[16 * i:16 * i + 16]).compressed
     return out
 
 

@@ -92,20 +92,22 @@ class _Framer:
             raise self._failed
         self._buf += data
         frames: list[Frame] = []
-        while len(self._buf) >= 4:
+        pos = 0  # consumed bytes are dropped once per call, not once per frame
+        while len(self._buf) - pos >= 4:
             try:
-                ftype, length = self._header(bytes(self._buf[:4]))
+                ftype, length = self._header(bytes(self._buf[pos:pos + 4]))
                 if length > self.max_frame:
                     raise MalformedMessage(self.what, "length", 1,
                                            f"{length} bytes exceeds the limit of {self.max_frame}")
             except MalformedMessage as exc:
-                self._failed = MalformedMessage(exc.what, exc.field, self._consumed + exc.offset, exc.detail)
+                self._failed = MalformedMessage(exc.what, exc.field, self._consumed + pos + exc.offset, exc.detail)
                 raise self._failed from None
-            if len(self._buf) < 4 + length:
+            if len(self._buf) - pos < 4 + length:
                 break
-            frames.append(Frame(ftype, bytes(self._buf[4:4 + length])))
-            del self._buf[:4 + length]
-            self._consumed += 4 + length
+            frames.append(Frame(ftype, bytes(self._buf[pos + 4:pos + 4 + length])))
+            pos += 4 + length
+        del self._buf[:pos]
+        self._consumed += pos
         return frames
 
     def _header(self, head: bytes) -> tuple[int, int]:
@@ -276,6 +278,7 @@ def encode_session_request(called: NetbiosName, calling: NetbiosName) -> bytes:
 #: RFC 1002 4.2.1.1 name service header.
 NS_HEADER = Layout("name service header", ">", (
     ("trn_id", "H"), ("flags", "H"), ("qdcount", "H"), ("ancount", "H"), ("nscount", "H"), ("arcount", "H")))
+#: RFC 1002 4.2.1.2 question entry after QUESTION_NAME.
 QUESTION_TAIL = Layout("name service question", ">", (("qtype", "H"), ("qclass", "H")))
 
 QTYPE_NB = 0x0020  # RFC 1002 4.2.1.2 general name service resource

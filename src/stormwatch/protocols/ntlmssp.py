@@ -203,8 +203,8 @@ class Authenticate:
 
     @property
     def anonymous(self) -> bool:
-        """[MS-NLMP] 3.2.5.1.2 / 3.3.5.1.2: an empty user name with an empty NT response and an LM
-        response that is empty or the single zero byte Z(1) is the anonymous identity."""
+        """[MS-NLMP] 3.2.5.1.2: a server treats an empty user name and empty responses as the
+        ANONYMOUS user; clients send the LM response as the single zero byte Z(1) then (3.1.5.1.2)."""
         return self.user == "" and not self.nt_response and self.lm_response in (b"", b"\x00")
 
     @property
@@ -262,6 +262,13 @@ def _prefix(buf: bytes, expected: int, what: str) -> None:
         raise MalformedMessage(what, "MessageType", 8, f"{kind} where {expected} was expected")
 
 
+def _first_offset(*fields: tuple[int, int]) -> int:
+    """Where the payload starts: the lowest offset of a non-empty field. With no payload at all,
+    the optional VERSION/MIC are expected (a cut message then raises NeedMoreData); a client that
+    set NEGOTIATE_VERSION but put its payload where the VERSION goes is tolerated."""
+    return min((off for length, off in fields if length), default=1 << 32)
+
+
 def _version_at(buf: bytes, offset: int) -> Version:
     major, minor, build, _reserved, revision = _VERSION.unpack(buf, offset)
     return Version(major, minor, build, revision)
@@ -286,7 +293,7 @@ def parse_negotiate(buf: bytes) -> Negotiate:
     flags, d_len, _dm, d_off, w_len, _wm, w_off = _NEGOTIATE.unpack(buf, 12)
     domain_raw = _payload(buf, d_len, d_off, what)
     ws_raw = _payload(buf, w_len, w_off, what)
-    first = min([o for n, o in ((d_len, d_off), (w_len, w_off)) if n] or [len(buf)])
+    first = _first_offset((d_len, d_off), (w_len, w_off))
     version = _version_at(buf, 32) if flags & Flag.NEGOTIATE_VERSION and first >= 40 else None
     # [MS-NLMP] 2.2.1.1: these two are OEM strings whatever the Unicode flag says.
     return Negotiate(flags, domain_raw.decode("latin-1") if d_len else None,
@@ -330,7 +337,7 @@ def parse_challenge(buf: bytes) -> Challenge:
     t_len, _tm, t_off, flags, challenge, _res, i_len, _im, i_off = _CHALLENGE.unpack(buf, 12)
     target = _payload(buf, t_len, t_off, what)
     info = _payload(buf, i_len, i_off, what)
-    first = min([o for n, o in ((t_len, t_off), (i_len, i_off)) if n] or [len(buf)])
+    first = _first_offset((t_len, t_off), (i_len, i_off))
     version = _version_at(buf, 48) if flags & Flag.NEGOTIATE_VERSION and first >= 56 else None
     return Challenge(
         flags, challenge,
@@ -351,8 +358,7 @@ def parse_authenticate(buf: bytes) -> Authenticate:
     unicode = bool(flags & Flag.NEGOTIATE_UNICODE)
     fields = {name: _payload(buf, f[f"{name}_len"], f[f"{name}_off"], what)
               for name in ("lm", "nt", "domain", "user", "ws", "key")}
-    first = min([f[f"{n}_off"] for n in ("lm", "nt", "domain", "user", "ws", "key") if f[f"{n}_len"]]
-                or [len(buf)])
+    first = _first_offset(*((f[f"{n}_len"], f[f"{n}_off"]) for n in ("lm", "nt", "domain", "user", "ws", "key")))
     version = _version_at(buf, 64) if flags & Flag.NEGOTIATE_VERSION and first >= 72 else None
     mic = buf[72:88] if first >= 88 and len(buf) >= 88 else None
     nt = fields["nt"]
@@ -385,7 +391,7 @@ def parse_message(buf: bytes) -> Negotiate | Challenge | Authenticate:
 
 
 def negotiate_flags(client_flags: int, identity: ServerIdentity) -> int:
-    """The flags a Windows server answers with ([MS-NLMP] 3.3.1 and 2.2.2.5): NTLM and TARGET_INFO
+    """The flags a Windows server answers with ([MS-NLMP] 3.2.5.1.1, 2.2.2.5): NTLM and TARGET_INFO
     always; REQUEST_TARGET echoed; Unicode if the client offered it, else OEM; the client's
     signing, sealing, key-size, key-exchange and session-security choices echoed; LM_KEY dropped
     when extended session security is chosen (the two are exclusive); the target type from the
@@ -450,8 +456,7 @@ def build_negotiate(flags: int, domain: str = "", workstation: str = "", version
     d = domain.encode("latin-1")
     w = workstation.encode("latin-1")
     v = version.pack() if version is not None else b""
-    if version is not None:
-        flags |= Flag.NEGOTIATE_VERSION
+    flags = flags | Flag.NEGOTIATE_VERSION if version is not None else flags & ~Flag.NEGOTIATE_VERSION
     flags |= (Flag.NEGOTIATE_OEM_DOMAIN_SUPPLIED if d else 0) | (Flag.NEGOTIATE_OEM_WORKSTATION_SUPPLIED if w else 0)
     d_off = 32 + len(v)
     w_off = d_off + len(d)

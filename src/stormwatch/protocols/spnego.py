@@ -14,7 +14,7 @@ An SMB security buffer holds one of:
 * a bare NegTokenInit ``[0]`` (seen from some stacks);
 * raw NTLMSSP, ``NTLMSSP\\0...``, without any wrapping (old clients, Zeek's raw_ntlm_in_smb trace).
 
-Why a DER reader of our own rather than pyasn1: SPNEGO needs seven universal types and a handful
+Why a DER reader of our own rather than pyasn1: SPNEGO needs six universal types, [APPLICATION 0] and a handful
 of context tags; a grammar-driven reader of ~100 lines has a depth fixed by the grammar (at most 6
 nested elements), bounded list sizes, and raises only our error tree, where a generic decoder
 must be fenced in (recursion, huge lengths, its own exception types) and would become a runtime
@@ -37,7 +37,7 @@ KRB5_U2U_OID = "1.2.840.113554.1.2.2.3"
 NEGOEX_OID = "1.3.6.1.4.1.311.2.2.30"
 MECH_NAMES = {SPNEGO_OID: "spnego", NTLMSSP_OID: "ntlmssp", KRB5_OID: "kerberos", MS_KRB5_OID: "ms-kerberos",
               KRB5_U2U_OID: "kerberos-u2u", NEGOEX_OID: "negoex"}
-# [MS-SPNG] 3.2.5.2: the hint Windows servers send in NegTokenInit2 since Windows Server 2008.
+# [MS-SPNG] 2.2.1 NegTokenInit2: the hint name Windows servers send (since Windows Server 2008).
 HINT_NAME = "not_defined_in_RFC4178@please_ignore"
 
 # [RFC 4178] 4.2.2 negState.
@@ -328,7 +328,7 @@ def build_neg_token_init(mech_types: tuple[str, ...] = (NTLMSSP_OID,), *, mech_t
 
 def build_neg_token_init_hint(mech_types: tuple[str, ...] = (NTLMSSP_OID,), hint: bool = True) -> bytes:
     """The server's initial token for the SMB1 extended-security negotiate response and the SMB2
-    NEGOTIATE response SecurityBuffer ([MS-SMB2] 3.3.5.4, [MS-SPNG] 3.2.5.2)."""
+    NEGOTIATE response SecurityBuffer ([MS-SMB2] 3.3.5.4, [MS-SPNG] 2.2.1)."""
     return build_neg_token_init(mech_types, hint_name=HINT_NAME if hint else None)
 
 

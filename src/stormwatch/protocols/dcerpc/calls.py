@@ -17,8 +17,9 @@ srvsvc ([MS-SRVS] 3.1.4), the MS06-040 / MS08-067 operations::
     NetrServerGetInfo (21)      ServerName, [in] Level
 
 dssetup opnum 9, DsRolerUpgradeDownlevelServer (the MS04-011 LSASS overflow). Today's [MS-DSSP]
-lists it as Opnum9NotUsedOnWire; the Windows 2000 signature (Windows source, Metasploit's
-ms04_011_lsass and two real attack captures agree) is::
+lists it as Opnum9NotUsedOnWire. The argument order is Windows 2000's DsRolerUpgradeDownlevelServer
+(its source has been public); the pointer attributes are those Metasploit's ms04_011_lsass and
+both real attack captures encode (each capture decodes to its last byte with them)::
 
     [in,string] DnsDomainName, [in,string,unique] SiteName, [in,string] DsDatabasePath,
     [in,string] DsLogPath, [in,string] SystemVolumeRootPath, [in,string,unique]
@@ -33,6 +34,7 @@ capture sends DnsDomainName with 1004 UTF-16 units, the suricata-verify one 993.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -258,12 +260,12 @@ DECODERS: dict[tuple[str, int], Decoder] = {
 }
 
 
-def decoder_for(interface: str, opnum: int) -> Decoder | None:
-    """The stub decoder for an interface UUID (text) and opnum, or None if there is none."""
-    return DECODERS.get((interface.lower(), opnum))
+def decoder_for(interface: str | uuid.UUID, opnum: int) -> Decoder | None:
+    """The stub decoder for an interface UUID and opnum, or None if there is none."""
+    return DECODERS.get((str(interface).lower(), opnum))
 
 
-def decode_request(interface: str, opnum: int, stub: bytes, little_endian: bool = True,
+def decode_request(interface: str | uuid.UUID, opnum: int, stub: bytes, little_endian: bool = True,
                    limits: NdrLimits = DEFAULT_LIMITS) -> object | None:
     """The decoded arguments of a request, or None for an operation without a decoder.
 

@@ -83,7 +83,7 @@ class PduFramer:
                                            "where a PDU should start")
                 if len(self._buf) - at < HEADER_SIZE:
                     break
-                h = parse_header(memoryview(self._buf)[at:at + HEADER_SIZE])
+                h = parse_header(bytes(self._buf[at:at + HEADER_SIZE]))
                 if h.frag_length > self.limits.max_frag_length:
                     raise MalformedMessage(WHAT, "max_frag_length", self._consumed + at,
                                            f"frag_length {h.frag_length} exceeds max_frag_length="

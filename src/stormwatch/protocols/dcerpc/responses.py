@@ -32,6 +32,7 @@ ERROR_INVALID_PARAMETER = 87
 ERROR_INVALID_NAME = 123
 ERROR_INVALID_LEVEL = 124
 ERROR_MORE_DATA = 234
+ERROR_INVALID_SERVER_STATE = 1352
 NERR_BUF_TOO_SMALL = 2123
 #: [C706] appendix O / [MS-RPCE] 2.2.1.2.5: the endpoint mapper has no entry for the interface.
 EPT_S_NOT_REGISTERED = 0x16C9A0D6
@@ -178,6 +179,16 @@ def ept_map_not_registered(max_towers: int, status: int = EPT_S_NOT_REGISTERED) 
     w.u32(max_towers)  # towers: max_count, offset, actual_count
     w.u32(0)
     w.u32(0)
+    w.u32(status)
+    return w.getvalue()
+
+
+def upgrade_downlevel_server(status: int = ERROR_INVALID_SERVER_STATE) -> bytes:
+    """dssetup DsRolerUpgradeDownlevelServer out arguments: a nil DsOperationHandle (a 20-byte
+    context handle) and the status. The server in the honeynet MS04-011 capture answered the
+    exploit's call with exactly this and ERROR_INVALID_SERVER_STATE (1352)."""
+    w = NdrWriter()
+    w.raw(b"\x00" * 20)
     w.u32(status)
     return w.getvalue()
 

@@ -23,10 +23,12 @@ from stormwatch.protocols.smb1.header import (
 )
 from stormwatch.protocols.wire import Layout
 
+#: [MS-CIFS] 2.2.4.64.1 NT_CREATE_ANDX request words (WordCount 24).
 NT_CREATE_WORDS = Layout("NT_CREATE_ANDX request", "<", (*ANDX_FIELDS,
     ("reserved", "B"), ("name_length", "H"), ("flags", "I"), ("root_directory_fid", "I"),
     ("desired_access", "I"), ("allocation_size", "Q"), ("ext_file_attributes", "I"), ("share_access", "I"),
     ("create_disposition", "I"), ("create_options", "I"), ("impersonation_level", "I"), ("security_flags", "B")))
+#: [MS-CIFS] 2.2.4.64.2 NT_CREATE_ANDX response words (WordCount 34).
 NT_CREATE_RESPONSE_WORDS = Layout("NT_CREATE_ANDX response", "<", (*ANDX_FIELDS,
     ("oplock_level", "B"), ("fid", "H"), ("create_disposition", "I"), ("create_time", "Q"),
     ("last_access_time", "Q"), ("last_write_time", "Q"), ("last_change_time", "Q"),
@@ -107,8 +109,10 @@ def decode_nt_create_response(block: CommandBlock, header: Header, msg: bytes) -
 
 _READ_FIELDS = (*ANDX_FIELDS, ("fid", "H"), ("offset", "I"), ("max_count", "H"), ("min_count", "H"),
                 ("timeout", "I"), ("remaining", "H"))
+#: [MS-CIFS] 2.2.4.42.1 READ_ANDX request words: WordCount 10, or 12 with OffsetHigh.
 READ_WORDS = Layout("READ_ANDX request", "<", _READ_FIELDS)
 READ_WORDS_64 = Layout("READ_ANDX request (64-bit offset)", "<", (*_READ_FIELDS, ("offset_high", "I")))
+#: [MS-SMB] 2.2.4.2.2 READ_ANDX response words (WordCount 12, DataLengthHigh).
 READ_RESPONSE_WORDS = Layout("READ_ANDX response", "<", (*ANDX_FIELDS,
     ("available", "H"), ("data_compaction_mode", "H"), ("reserved1", "H"), ("data_length", "H"),
     ("data_offset", "H"), ("data_length_high", "H"), ("reserved2", "8s")))
@@ -155,8 +159,10 @@ def decode_read_response(block: CommandBlock, header: Header, msg: bytes) -> Rea
 
 _WRITE_FIELDS = (*ANDX_FIELDS, ("fid", "H"), ("offset", "I"), ("timeout", "I"), ("write_mode", "H"),
                  ("remaining", "H"), ("data_length_high", "H"), ("data_length", "H"), ("data_offset", "H"))
+#: [MS-CIFS] 2.2.4.43.1 / [MS-SMB] 2.2.4.3.1 WRITE_ANDX request words: WordCount 12, or 14.
 WRITE_WORDS = Layout("WRITE_ANDX request", "<", _WRITE_FIELDS)
 WRITE_WORDS_64 = Layout("WRITE_ANDX request (64-bit offset)", "<", (*_WRITE_FIELDS, ("offset_high", "I")))
+#: [MS-SMB] 2.2.4.3.2 WRITE_ANDX response words (WordCount 6, CountHigh).
 WRITE_RESPONSE_WORDS = Layout("WRITE_ANDX response", "<", (*ANDX_FIELDS,
     ("count", "H"), ("available", "H"), ("count_high", "H"), ("reserved", "H")))
 
@@ -207,6 +213,7 @@ def decode_write_response(block: CommandBlock, header: Header, msg: bytes) -> Wr
 
 # -- CLOSE -------------------------------------------------------------------------------------
 
+#: [MS-CIFS] 2.2.4.5.1 CLOSE request words (WordCount 3).
 CLOSE_WORDS = Layout("CLOSE request", "<", (("fid", "H"), ("last_time_modified", "I")))
 
 

@@ -171,6 +171,7 @@ SESSION_SETUP_EXT_WORDS = Layout("SESSION_SETUP_ANDX extended request", "<", (*A
 SESSION_SETUP_LM_WORDS = Layout("SESSION_SETUP_ANDX LANMAN request", "<", (*ANDX_FIELDS,
     ("max_buffer_size", "H"), ("max_mpx_count", "H"), ("vc_number", "H"), ("session_key", "I"),
     ("password_len", "H"), ("reserved", "I")))
+#: [MS-CIFS] 2.2.4.53.2 response words (WordCount 3); [MS-SMB] 2.2.4.6.2 adds the blob length.
 SESSION_SETUP_RESPONSE_WORDS = Layout("SESSION_SETUP_ANDX response", "<", (*ANDX_FIELDS, ("action", "H")))
 SESSION_SETUP_EXT_RESPONSE_WORDS = Layout("SESSION_SETUP_ANDX extended response", "<", (*ANDX_FIELDS,
     ("action", "H"), ("security_blob_len", "H")))
@@ -272,6 +273,7 @@ def decode_session_setup_response(block: CommandBlock, header: Header, msg: byte
 
 # -- TREE_CONNECT_ANDX -------------------------------------------------------------------------
 
+#: [MS-CIFS] 2.2.4.55.1 request words (WordCount 4) and 2.2.4.55.2 response words (WordCount 3).
 TREE_CONNECT_WORDS = Layout("TREE_CONNECT_ANDX request", "<", (*ANDX_FIELDS, ("flags", "H"), ("password_len", "H")))
 TREE_CONNECT_RESPONSE_WORDS = Layout("TREE_CONNECT_ANDX response", "<", (*ANDX_FIELDS, ("optional_support", "H")))
 #: [MS-SMB] 2.2.4.7.2 extended response (WordCount 7), sent when the request's Flags has 0x0008.
@@ -368,6 +370,7 @@ class EchoResponse(Smb1Body):
     data: bytes
 
 
+#: [MS-CIFS] 2.2.4.39.1 EchoCount / 2.2.4.39.2 SequenceNumber (WordCount 1).
 ECHO_WORDS = Layout("ECHO", "<", (("count", "H"),))
 
 

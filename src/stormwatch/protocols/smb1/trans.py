@@ -28,23 +28,28 @@ from stormwatch.protocols.smb1.header import (
 )
 from stormwatch.protocols.wire import Layout
 
+#: [MS-CIFS] 2.2.4.33.1 / 2.2.4.46.1 TRANSACTION and TRANSACTION2 request words before Setup.
 TRANS_WORDS = Layout("TRANSACTION request", "<", (
     ("total_parameter_count", "H"), ("total_data_count", "H"), ("max_parameter_count", "H"),
     ("max_data_count", "H"), ("max_setup_count", "B"), ("reserved1", "B"), ("flags", "H"), ("timeout", "I"),
     ("reserved2", "H"), ("parameter_count", "H"), ("parameter_offset", "H"), ("data_count", "H"),
     ("data_offset", "H"), ("setup_count", "B"), ("reserved3", "B")))
+#: [MS-CIFS] 2.2.4.62.1 NT_TRANSACT request words before Setup (32-bit counts).
 NT_TRANS_WORDS = Layout("NT_TRANSACT request", "<", (
     ("max_setup_count", "B"), ("reserved1", "H"), ("total_parameter_count", "I"), ("total_data_count", "I"),
     ("max_parameter_count", "I"), ("max_data_count", "I"), ("parameter_count", "I"), ("parameter_offset", "I"),
     ("data_count", "I"), ("data_offset", "I"), ("setup_count", "B"), ("function", "H")))
+#: [MS-CIFS] 2.2.4.34.1 TRANSACTION_SECONDARY request words (WordCount 8).
 TRANS_SECONDARY_WORDS = Layout("TRANSACTION_SECONDARY request", "<", (
     ("total_parameter_count", "H"), ("total_data_count", "H"), ("parameter_count", "H"),
     ("parameter_offset", "H"), ("parameter_displacement", "H"), ("data_count", "H"), ("data_offset", "H"),
     ("data_displacement", "H")))
+#: [MS-CIFS] 2.2.4.47.1 TRANSACTION2_SECONDARY request words (WordCount 9, with FID).
 TRANS2_SECONDARY_WORDS = Layout("TRANSACTION2_SECONDARY request", "<", (
     ("total_parameter_count", "H"), ("total_data_count", "H"), ("parameter_count", "H"),
     ("parameter_offset", "H"), ("parameter_displacement", "H"), ("data_count", "H"), ("data_offset", "H"),
     ("data_displacement", "H"), ("fid", "H")))
+#: [MS-CIFS] 2.2.4.63.1 NT_TRANSACT_SECONDARY request words (WordCount 18).
 NT_TRANS_SECONDARY_WORDS = Layout("NT_TRANSACT_SECONDARY request", "<", (
     ("reserved1", "3s"), ("total_parameter_count", "I"), ("total_data_count", "I"), ("parameter_count", "I"),
     ("parameter_offset", "I"), ("parameter_displacement", "I"), ("data_count", "I"), ("data_offset", "I"),

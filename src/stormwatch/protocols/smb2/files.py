@@ -260,8 +260,8 @@ def _create_contexts(msg: bytes, offset: int, length: int, what: str) -> tuple[t
         out.append((name, data))
         if nxt == 0:
             return tuple(out)
-        if nxt < CREATE_CONTEXT.size:
-            raise MalformedMessage(what, "Next", offset + pos, f"{nxt} does not advance")
+        if nxt < CREATE_CONTEXT.size or pos + nxt >= len(area):
+            raise MalformedMessage(what, "Next", offset + pos, f"{nxt} does not lead to a next context")
         pos += nxt
 
 

@@ -11,7 +11,12 @@ dialects. A server that implements SMB 2.1 or 3.x and finds "SMB 2.???" answers 
 NEGOTIATE response of DialectRevision 0x02FF (the wildcard), and the client then sends a real
 SMB2 NEGOTIATE; a server that implements only 2.0.2 and finds "SMB 2.002" answers with dialect
 0x0202 directly. Otherwise the negotiate stays SMB1. :func:`multiprotocol_dialect` makes that
-choice from the SMB1 dialect strings (parsed by the SMB1 codec).
+choice from the SMB1 dialect strings (parsed by the SMB1 codec); the answer is
+
+    build_message(Header(Command.NEGOTIATE, flags=HeaderFlags.SERVER_TO_REDIR, credits=1),
+                  build_negotiate_response(dialect=0x02FF, ...))   # MessageId 0, no contexts
+
+as Windows Server 2008 R2 sends it in the suricata-verify smb-filename trace.
 """
 
 from __future__ import annotations
@@ -211,16 +216,19 @@ def multiprotocol_dialect(smb1_dialects: Sequence[str], supported: Sequence[int]
     return None
 
 
-def response_contexts(request: NegotiateRequest, *, salt: bytes,
-                      ciphers: Sequence[int] = (Cipher.AES_128_GCM, Cipher.AES_128_CCM),
+def response_contexts(request: NegotiateRequest, *, salt: bytes, ciphers: Sequence[int] = (),
                       signing: Sequence[int] = (SigningAlgorithm.AES_CMAC, SigningAlgorithm.HMAC_SHA256),
                       ) -> tuple[NegotiateContext, ...] | None:
     """The 3.1.1 contexts a server returns ([MS-SMB2] 3.3.5.4): PREAUTH_INTEGRITY with SHA-512 and
     the caller's ``salt`` (32 random bytes, as Windows sends); ENCRYPTION and SIGNING only if the
-    client sent them, carrying the first of the server's preferences the client also listed
-    (cipher 0 when none is common). None when the client offered no SHA-512 preauth hash: the
-    server must then fail with STATUS_SMB_NO_PREAUTH_INTEGRITY_HASH_OVERLAP (or
-    STATUS_INVALID_PARAMETER when the context is missing)."""
+    client sent them, carrying the first of the server's preferences the client also listed.
+
+    ``ciphers`` defaults to none, so the ENCRYPTION answer is cipher 0 ("no common cipher", which
+    the spec allows): a client told otherwise encrypts everything after the logon (impacket does),
+    and the sensor, which accepts logons without knowing the password, never has the session key
+    to decrypt. None is returned when the client offered no SHA-512 preauth hash: the server must
+    then fail with STATUS_SMB_NO_PREAUTH_INTEGRITY_HASH_OVERLAP (or STATUS_INVALID_PARAMETER when
+    the context is missing)."""
     if request.hash_algorithms is None or HASH_SHA512 not in request.hash_algorithms:
         return None
     out = [NegotiateContext(ContextType.PREAUTH_INTEGRITY_CAPABILITIES,
