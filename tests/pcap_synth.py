@@ -1,4 +1,5 @@
-"""Handcrafted packets and capture files for the pcap reader's tests, written with struct.
+"""Handcrafted packets and capture files for the pcap reader's tests, written with struct, and
+the helpers that read them back.
 
 Each builder writes one header as its specification lays it out (field per argument, network byte
 order), so a test states exactly the bytes it feeds the reader. Checksums are computed for IPv4
@@ -7,9 +8,19 @@ headers only; nothing in the reader or in tshark's default settings checks the o
 
 from __future__ import annotations
 
+import gzip
 import ipaddress
+import json
 import struct
+from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
+
+from stormwatch.errors import InputError
+from stormwatch.events import Reject, arrow_schema
+from stormwatch.ingest.base import Source
+from stormwatch.ingest.pcap import PcapReader
 
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
 
@@ -216,3 +227,49 @@ def mixed_captures() -> dict[str, bytes]:
         "null.pcap": pcap([(t, null(p, 2 if p[0] >> 4 == 4 else 30)) for t, p in zip(ts, pkts, strict=True)], 0),
         "mixed.pcapng": ng,
     }
+
+
+# -- reading captures back ------------------------------------------------------------------
+A, B, C = "198.51.100.7", "192.0.2.10", "203.0.113.5"
+A6, B6 = "2001:db8::7", "2001:db8:0:1::10"
+T0 = 1_700_000_000_000_000  # epoch µs of the first packet
+
+
+def read(tmp_path: Path, data: bytes, name: str = "t.pcap", gz: bool = False) -> tuple[
+        pa.Table, list[Reject], InputError | None, int]:
+    """All events, rejects, the error raised (if any) and the packet count of a capture."""
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data) if gz else data)
+    tables, rejects, error, total = [], [], None, 0
+    try:
+        for chunk in PcapReader().read(Source(str(path), "s1", "gzip" if gz else None)):
+            tables.append(chunk.events)
+            rejects += chunk.rejects
+            total += chunk.read
+            assert chunk.read == len(chunk.events) + len(chunk.rejects) + chunk.skipped or chunk.read == 0
+    except InputError as exc:
+        error = exc
+    table = pa.concat_tables(tables) if tables else arrow_schema().empty_table()
+    return table, rejects, error, total
+
+
+def rows(table: pa.Table) -> list[dict[str, Any]]:
+    out = table.to_pylist()
+    for r in out:
+        r.update(json.loads(r.pop("data")))
+    return out
+
+
+def brief(table: pa.Table) -> list[tuple[Any, ...]]:
+    """(frame, src, sport, dst, dport, proto, flags, outcome) per event."""
+    return [(r["frame"], r["src_ip"], r["src_port"], r["dst_ip"], r["dst_port"], r["proto"], r["tcp_flags"],
+             r["outcome"]) for r in rows(table)]
+
+
+def eth4(src: str, dst: str, proto: int, payload: bytes, **kw: Any) -> bytes:
+    return eth(ipv4(src, dst, proto, payload, **kw))
+
+
+def at(packets: list[bytes]) -> list[tuple[int, bytes]]:
+    """Timestamps one millisecond apart."""
+    return [(T0 + i * 1000, p) for i, p in enumerate(packets)]

@@ -7,69 +7,20 @@ checks the same reader against tshark on real captures.
 from __future__ import annotations
 
 import gzip
-import ipaddress
-import json
 import struct
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 import pcap_synth as ps
+from pcap_synth import A6, B6, T0, A, B, C, at, brief, eth4, read, rows
 from stormwatch.errors import InputError, TruncatedInput
-from stormwatch.events import EventBatchBuilder, Reject, arrow_schema
+from stormwatch.events import EventBatchBuilder
 from stormwatch.ingest import pcap as pcap_module
-from stormwatch.ingest import pcap_events
 from stormwatch.ingest.base import Source
 from stormwatch.ingest.pcap import PcapReader
-
-A, B, C = "198.51.100.7", "192.0.2.10", "203.0.113.5"
-A6, B6 = "2001:db8::7", "2001:db8:0:1::10"
-T0 = 1_700_000_000_000_000  # epoch µs of the first packet
-
-
-def read(tmp_path: Path, data: bytes, name: str = "t.pcap", gz: bool = False) -> tuple[
-        pa.Table, list[Reject], InputError | None, int]:
-    """All events, rejects, the error raised (if any) and the packet count of a capture."""
-    path = tmp_path / name
-    path.write_bytes(gzip.compress(data) if gz else data)
-    tables, rejects, error, total = [], [], None, 0
-    try:
-        for chunk in PcapReader().read(Source(str(path), "s1", "gzip" if gz else None)):
-            tables.append(chunk.events)
-            rejects += chunk.rejects
-            total += chunk.read
-            assert chunk.read == len(chunk.events) + len(chunk.rejects) + chunk.skipped or chunk.read == 0
-    except InputError as exc:
-        error = exc
-    table = pa.concat_tables(tables) if tables else arrow_schema().empty_table()
-    return table, rejects, error, total
-
-
-def rows(table: pa.Table) -> list[dict[str, Any]]:
-    out = table.to_pylist()
-    for r in out:
-        r.update(json.loads(r.pop("data")))
-    return out
-
-
-def brief(table: pa.Table) -> list[tuple[Any, ...]]:
-    """(frame, src, sport, dst, dport, proto, flags, outcome) per event."""
-    return [(r["frame"], r["src_ip"], r["src_port"], r["dst_ip"], r["dst_port"], r["proto"], r["tcp_flags"],
-             r["outcome"]) for r in rows(table)]
-
-
-def eth4(src: str, dst: str, proto: int, payload: bytes, **kw: Any) -> bytes:
-    return ps.eth(ps.ipv4(src, dst, proto, payload, **kw))
-
-
-def at(packets: list[bytes]) -> list[tuple[int, bytes]]:
-    """Timestamps one millisecond apart."""
-    return [(T0 + i * 1000, p) for i, p in enumerate(packets)]
 
 
 def test_tcp_outcomes(tmp_path: Path) -> None:
@@ -380,66 +331,13 @@ def test_not_a_capture(tmp_path: Path) -> None:
     assert isinstance(error, InputError)
 
 
-_HEADER = ps.pcap([])
-_NG_HEADER = ps.ng_shb() + ps.ng_idb(1) + ps.ng_idb(0)
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=st.binary(max_size=600), link=st.sampled_from([0, 1, 101, 108, 113, 228, 229, 276]),
-       ng=st.booleans())
-def test_random_bytes_never_raise_anything_else(tmp_path: Path, body: bytes, link: int, ng: bool) -> None:
-    head = _NG_HEADER if ng else _HEADER[:20] + struct.pack("<I", link)
-    table, rejects, error, _ = read(tmp_path, head + body, "f.pcapng" if ng else "f.pcap")
-    assert error is None or isinstance(error, InputError)
-    assert table.schema.equals(arrow_schema())
-    assert all(r.line >= 1 and r.reason for r in rejects)
-
-
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.data())
-def test_mutated_packets_never_raise_anything_else(tmp_path: Path, data: st.DataObject) -> None:
-    """Valid-looking packets with random bytes changed or cut reach the deeper decoders."""
-    pkts = [eth4(A, B, 6, ps.tcp(1, 2, ps.SYN)), ps.eth(ps.ipv6(A6, B6, 17, ps.udp(1, 2), ext=[ps.hop_by_hop()]),
-            0x86DD), eth4(C, A, 1, ps.unreachable(ps.ipv4(A, C, 17, ps.udp(5, 6))))]
-    out = []
-    for p in pkts:
-        b = bytearray(p)
-        for _ in range(data.draw(st.integers(0, 4))):
-            b[data.draw(st.integers(0, len(b) - 1))] = data.draw(st.integers(0, 255))
-        out.append(bytes(b[:data.draw(st.integers(0, len(b)))]))
-    table, rejects, error, total = read(tmp_path, ps.pcap(at(out)))
-    assert error is None and total == 3
-    assert len(table) + len(rejects) <= 3
-
-
-def test_fingerprint_collisions_are_settled_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Flows are matched through 64-bit fingerprints; with every fingerprint made equal (the worst
-    collision possible) the exact fallback must give the same events and outcomes."""
-    interleaved = ps.pcap(at([
-        eth4(A, B, 6, ps.tcp(1, 80, ps.SYN)), eth4(A, B, 6, ps.tcp(2, 80, ps.SYN)),           # 1, 2
-        eth4(B, A, 6, ps.tcp(80, 2, ps.SYN | ps.ACK)), eth4(B, A, 6, ps.tcp(80, 1, ps.RST)),  # 3, 4
-        eth4(A, C, 17, ps.udp(5, 53)), eth4(A, C, 17, ps.udp(6, 53)),                         # 5, 6
-        eth4(C, A, 17, ps.udp(53, 6)), eth4(C, A, 17, ps.udp(53, 5)),                         # 7, 8
-        eth4(A, C, 17, ps.udp(7, 161)),                                                       # 9
-        eth4(C, A, 1, ps.unreachable(ps.ipv4(A, C, 17, ps.udp(7, 161)))),                     # 10
-        eth4(A, B, 6, ps.tcp(3, 80, ps.SYN)), eth4(A, C, 17, ps.udp(5, 53)),                  # 11, 12
-    ]))
-    expected = [(1, "reset"), (2, "answered"), (5, "answered"), (6, "answered"), (9, "reset"), (10, None),
-                (11, "unanswered")]
-    normal, _, _, _ = read(tmp_path, interleaved)
-    mixed, _, _, _ = read(tmp_path, ps.mixed_captures()["ether-vlan.pcap"])
-    assert [(r["frame"], r["outcome"]) for r in rows(normal)] == expected
-    monkeypatch.setattr(pcap_events._Flows, "fingerprint", lambda self: np.zeros(len(self.cols[0]), np.uint64))
-    assert read(tmp_path, interleaved)[0].equals(normal)
-    assert read(tmp_path, ps.mixed_captures()["ether-vlan.pcap"])[0].equals(mixed)
-
-
-@settings(max_examples=300, deadline=None)
-@given(raw=st.one_of(st.binary(min_size=16, max_size=16),
-                     st.binary(min_size=4, max_size=4).map(lambda b: bytes(10) + b"\xff\xff" + b),
-                     st.binary(min_size=4, max_size=4).map(lambda b: bytes(12) + b),
-                     st.lists(st.sampled_from([b"\0\0", b"\0\1", b"\xab\xcd"]), min_size=8, max_size=8).map(b"".join)))
-def test_ipv6_text_is_canonical(raw: bytes) -> None:
-    hi, lo = struct.unpack(">QQ", raw)
-    got = pcap_events._ip6_text(np.array([hi], np.uint64), np.array([lo], np.uint64))
-    assert got == [ipaddress.IPv6Address(raw).compressed]
+def test_store_keeps_each_packet_once_across_rereads(tmp_path: Path, store: Any) -> None:
+    """Keys are stable: the second read of a capture adds nothing to the store."""
+    path = tmp_path / "m.pcap"
+    path.write_bytes(ps.mixed_captures()["ether-vlan.pcap"])
+    results = []
+    for _ in range(2):
+        for chunk in PcapReader().read(Source(str(path), "s1")):
+            results.append(store.write_events(chunk.events))
+    assert results[0].inserted == results[0].offered == 21
+    assert (results[1].offered, results[1].inserted) == (21, 0)

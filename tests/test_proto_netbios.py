@@ -162,9 +162,10 @@ def test_nbss_control_packets() -> None:
 ])
 def test_framer_rejects_bad_headers(framer: NbssFramer | DirectTcpFramer, head: bytes, field: str,
                                     offset: int) -> None:
-    framer.feed(NBSS_MESSAGE if isinstance(framer, NbssFramer) else DIRECT_TCP_MESSAGE)
+    good = NBSS_MESSAGE if isinstance(framer, NbssFramer) else DIRECT_TCP_MESSAGE
+    assert framer.feed(good + head) == [Frame(0, b"\xffSMB")]  # the good frame is handed over first
     with pytest.raises(MalformedMessage) as exc:
-        framer.feed(head)
+        framer.feed(b"")
     assert exc.value.field == field
     assert exc.value.offset == offset  # counted in the stream, after the first 8-byte frame
     with pytest.raises(MalformedMessage):  # a stream that lost its framing stays failed
@@ -340,6 +341,10 @@ def test_fuzz_name_decoders(data: bytes) -> None:
     for decode in (decode_session_request, decode_name_packet, decode_negative_response):
         with contextlib.suppress(ProtocolError):
             decode(data)
+    with contextlib.suppress(ProtocolError):
+        decode_netbios_name(data, 0, "name")
+    with contextlib.suppress(ProtocolError):
+        decode_netbios_name(b"\x20" + data, 0, "name")
 
 
 def test_every_byte_overwritten() -> None:

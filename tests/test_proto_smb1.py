@@ -872,3 +872,5 @@ def test_fuzz_any_command(command: int, reply: bool, flags2: int, body: bytes) -
 def test_fuzz_raw(data: bytes) -> None:
     _decode_or_protocol_error(data)
     _decode_or_protocol_error(b"\xffSMB" + data)
+    with contextlib.suppress(ProtocolError):
+        parse_header(b"\xffSMB" + data)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -70,7 +71,7 @@ class Frame:
     payload: bytes
 
 
-class _Framer:
+class _Framer(ABC):
     """Shared incremental state; subclasses decode one header at the front of the buffer."""
 
     what = "frame"
@@ -87,7 +88,8 @@ class _Framer:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[Frame]:
-        """Append ``data`` and return every frame it completes (possibly none)."""
+        """Append ``data`` and return every frame it completes (possibly none). A bad header after
+        good frames is reported by the next call, so the good frames are not lost."""
         if self._failed is not None:
             raise self._failed
         self._buf += data
@@ -101,7 +103,9 @@ class _Framer:
                                            f"{length} bytes exceeds the limit of {self.max_frame}")
             except MalformedMessage as exc:
                 self._failed = MalformedMessage(exc.what, exc.field, self._consumed + pos + exc.offset, exc.detail)
-                raise self._failed from None
+                if not frames:
+                    raise self._failed from None
+                break  # hand over the good frames first; the next feed() raises
             if len(self._buf) - pos < 4 + length:
                 break
             frames.append(Frame(ftype, bytes(self._buf[pos + 4:pos + 4 + length])))
@@ -110,8 +114,9 @@ class _Framer:
         self._consumed += pos
         return frames
 
+    @abstractmethod
     def _header(self, head: bytes) -> tuple[int, int]:
-        raise NotImplementedError
+        """(type, payload length) of the 4-byte header ``head``, or MalformedMessage."""
 
 
 class NbssFramer(_Framer):

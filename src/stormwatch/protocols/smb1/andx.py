@@ -7,7 +7,7 @@ Two limits, with the names Zeek gives the same anomalies in weird.log (its SMB a
 * ``smb_andx_offset_not_advancing``: an AndXOffset at or before the command that holds it would
   loop (or re-read) the chain; Zeek's test is ``andx.offset <= offset of the current command``.
 * ``smb_andx_depth_exceeded``: more than ``max_depth`` AndX links (default 8, so at most nine
-  commands in one message; Windows itself accepts only a few specific pairs).
+  commands in one message; real clients chain two or three, e.g. SESSION_SETUP + TREE_CONNECT).
 
 Both are MalformedMessage whose ``detail`` starts with the Zeek name, so the sensor's anomaly
 event can carry it.

@@ -66,15 +66,16 @@ def decode_nt_create_request(block: CommandBlock, header: Header, msg: bytes) ->
         # NameLength counts bytes (with or without the terminator, clients differ): cut at a NUL.
         raw = data[pos:pos + name_len]
         name, _ = read_string(raw + (b"\x00\x00" if header.unicode else b"\x00"), 0, 0, header.unicode)
-    else:  # NameLength missing or lying: fall back to the terminator, as Windows tolerates
+    else:  # NameLength missing or lying: fall back to the terminator rather than fail the open
         name, _ = read_string(data, 0, block.data_offset, header.unicode)
     return NtCreateAndXRequest(flags, root, access, alloc, attrs, share, disp, opts, imp, sec, name_len, name)
 
 
 @dataclass(frozen=True, slots=True)
 class NtCreateAndXResponse(Smb1Body):
-    """[MS-CIFS] 2.2.4.64.2 (WordCount 34); ``volume_guid`` is set for the [MS-SMB] 2.2.4.9.2
-    extended form (WordCount 42, as Windows sends it, or 50)."""
+    """[MS-CIFS] 2.2.4.64.2 (WordCount 34, as Windows 2000 in mapi.pcap sends it); ``volume_guid``
+    is set for the [MS-SMB] 2.2.4.9.2 extended form (WordCount 42, as later Windows sends it in
+    the MS17-010 captures, or 50 as the spec counts it)."""
 
     oplock_level: int
     fid: int

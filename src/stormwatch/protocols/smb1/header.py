@@ -71,10 +71,10 @@ class Header:
 
     def reply(self, *, status: int = 0, command: int | None = None, tid: int | None = None,
               uid: int | None = None, flags2: int | None = None) -> Header:
-        """The header of the answer to this request: TID, PID, UID and MID echoed ([MS-CIFS]
-        3.3.4.1.2), Flags REPLY | CASE_INSENSITIVE | CANONICALIZED_PATHS as Windows sends them,
-        and by default Flags2 NT_STATUS | LONG_NAMES plus the client's UNICODE and
-        EXTENDED_SECURITY bits."""
+        """The header of the answer to this request: TID, PID, UID and MID echoed (the client
+        matches answers by PID and MID), Flags 0x98 REPLY | CASE_INSENSITIVE | CANONICALIZED_PATHS
+        as Windows 7 sends them in the MS17-010 captures, and by default Flags2 NT_STATUS |
+        LONG_NAMES plus the client's UNICODE, EXTENDED_SECURITY and IS_LONG_NAME bits."""
         if flags2 is None:
             flags2 = (Flags2.NT_STATUS | Flags2.LONG_NAMES
                       | self.flags2 & (Flags2.UNICODE | Flags2.EXTENDED_SECURITY | Flags2.IS_LONG_NAME))
@@ -194,9 +194,11 @@ def read_string(data: bytes, pos: int, base: int, unicode: bool, align: bool = T
     """An SMB_STRING at ``data[pos]``, where ``base`` is the offset of ``data[0]`` from the header
     start (needed for the Unicode alignment pad) → (text, position after the terminator).
 
-    Lenient on purpose, as Windows is: a string missing at the end of the block is empty, and an
-    unterminated last string runs to the end of the block. Clients such as Metasploit and old
-    Samba omit trailing NativeOS/NativeLanMan terminators, and the detectors need the text."""
+    Lenient on purpose: a string missing at the end of the block is
+    empty, and an unterminated last string runs to the end of the block (Windows 7 itself sends
+    its last PrimaryDomain with a one-byte terminator, see the Metasploit MS17-010 capture), so
+    attacker text reaches the detectors instead of failing the message. ``align=False`` is for
+    the one unaligned case, the negotiate response's DomainName and ServerName."""
     if unicode and align and (base + pos) & 1:
         pos += 1
     if pos >= len(data):

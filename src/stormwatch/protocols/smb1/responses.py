@@ -112,7 +112,7 @@ def negotiate_response(*, dialect_index: int, system_time: int, challenge: bytes
                        max_raw_size: int = 65536, session_key: int = 0) -> ReplyPart:
     """NT LM 0.12 without extended security ([MS-CIFS] 2.2.4.52.2): the 8-byte NTLM ``challenge``
     (EncryptionKey), then DomainName and ServerName, Unicode when ``capabilities`` has CAP_UNICODE
-    and, as Windows sends them, not 16-bit aligned. ``system_time`` is a FILETIME."""
+    and not 16-bit aligned (as the decoder reads them). ``system_time`` is a FILETIME."""
     caps = capabilities & ~Capabilities.EXTENDED_SECURITY
     unicode = bool(caps & Capabilities.UNICODE)
     words = NEGOTIATE_NT_WORDS.pack(dialect_index, security_mode, max_mpx_count, max_number_vcs, max_buffer_size,

@@ -148,8 +148,9 @@ def decode_negotiate_response(block: CommandBlock, header: Header, msg: bytes) -
         return NegotiateResponse(*fixed, server_guid=data[:16], security_blob=data[16:])
     if chal_len > len(data):
         raise MalformedMessage(what, "ChallengeLength", block.offset + 34, f"{chal_len} bytes, {len(data)} present")
-    # Wireshark notes (and Windows captures show) that these two strings are not 16-bit aligned;
-    # they are Unicode when the server's capabilities say CAP_UNICODE.
+    # These two strings are not 16-bit aligned (Samba's answers in Zeek's smb1_transaction_*.pcap
+    # put them right after the challenge, at an odd offset); they are Unicode when the server's
+    # capabilities say CAP_UNICODE.
     unicode = bool(caps & Capabilities.UNICODE)
     domain, pos = read_string(data, chal_len, block.data_offset, unicode, align=False)
     server, _ = read_string(data, pos, block.data_offset, unicode, align=False)
