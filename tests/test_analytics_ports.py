@@ -6,6 +6,8 @@ that list in the comments, following the ISC definitions in ``stormwatch.analyti
 
 from __future__ import annotations
 
+import random
+from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
@@ -167,6 +169,8 @@ def test_top_sources_ties_by_address_and_icmp_only_sources(engine: DuckDBEngine)
         ("2001:db8::66", 2, 1, [{"port": 22, "records": 1}]),
         ("198.51.100.7", 1, 1, [{"port": 445, "records": 1}]),
     ]
+    # the cut falls inside a three-way tie: the lower addresses (as text) make it
+    assert [r["src_ip"] for r in top_sources(engine, D2, limit=2)] == ["100.64.0.1", "198.51.100.8"]
 
 
 def test_top_sources_since_a_date(engine: DuckDBEngine) -> None:
@@ -198,6 +202,72 @@ def test_empty_store(store: Store) -> None:
     assert top_ports(engine) == []
     assert top_sources(engine) == []
     assert port_history(engine, 445) == []
+
+
+def reference_port_days(rows: list[tuple[str, datetime, str, str, int | None, str, int]]) -> list[dict[str, Any]]:
+    """The port_day figures computed in plain Python, straight from the ISC definitions."""
+    acc: dict[tuple[date, int], dict[str, Any]] = {}
+    for event, t, src, dst, port, proto, count in rows:
+        if event != "fw.connection" or port is None:
+            continue
+        a = acc.setdefault((t.date(), port), {"records": 0, "tcp": 0, "udp": 0, "dst": set(), "src": set(),
+                                               "first": t, "last": t})
+        a["records"] += count
+        a[proto] = a.get(proto, 0) + count
+        a["dst"].add(dst)
+        a["src"].add(src)
+        a["first"], a["last"] = min(a["first"], t), max(a["last"], t)
+    return [{"day": day, "port": port, "records": a["records"], "targets": len(a["dst"]),
+             "sources": len(a["src"]), "tcp": round(100 * a["tcp"] / a["records"], 2),
+             "udp": round(100 * a["udp"] / a["records"], 2),
+             "survival": round(86400 * len(a["dst"]) / a["records"], 2),
+             "first_seen": a["first"], "last_seen": a["last"]}
+            for (day, port), a in sorted(acc.items())]
+
+
+def reference_top_sources(rows: list[tuple[str, datetime, str, str, int | None, str, int]],
+                          day: date) -> list[tuple[str, int, int, int, list[tuple[int, int]]]]:
+    records: dict[str, int] = defaultdict(int)
+    targets: dict[str, set[str]] = defaultdict(set)
+    ports: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for event, t, src, dst, port, _proto, count in rows:
+        if event == "fw.connection" and t.date() == day:
+            records[src] += count
+            targets[src].add(dst)
+            if port is not None:
+                ports[src][port] += count
+    ranked = sorted(records, key=lambda s: (-records[s], s))
+    return [(s, records[s], len(ports[s]), len(targets[s]),
+             sorted(ports[s].items(), key=lambda pr: (-pr[1], pr[0]))[:10]) for s in ranked]
+
+
+def test_against_a_plain_python_reference(store: Store) -> None:
+    # few ports and addresses, so that rankings tie often and the tie-breaks are exercised
+    rnd = random.Random(445)
+    rows: list[tuple[str, datetime, str, str, int | None, str, int]] = []
+    for _ in range(3000):
+        t = datetime.combine(D1, datetime.min.time()) + timedelta(seconds=rnd.randrange(3 * 86400))
+        proto = rnd.choice(["tcp", "tcp", "tcp", "udp", "icmp"])
+        port = None if proto == "icmp" else rnd.choice([22, 23, 139, 445, 1433, 3389, rnd.randrange(1, 65536)])
+        rows.append((rnd.choice(["fw.connection"] * 9 + ["ids.alert"]), t,
+                     rnd.choice([f"203.0.113.{i}" for i in range(25)] + ["2001:db8::1", "2001:db8::2"]),
+                     rnd.choice([f"192.0.2.{i}" for i in range(10)]), port, proto, rnd.choice([1, 1, 1, 2, 7])))
+    build(store, rows)
+    engine = DuckDBEngine(store)
+    expected = reference_port_days(rows)
+    assert [dict(r) for r in port_days(engine, D1, D1 + timedelta(days=2))] == expected
+    for day in (D1, D1 + timedelta(days=1), D1 + timedelta(days=2)):
+        of_day = [r for r in expected if r["day"] == day]
+        for by in ("records", "sources", "targets"):
+            for limit in (1, 3, 6, 50):
+                ranked = sorted(of_day, key=lambda r, by=by: (-r[by], r["port"]))[:limit]
+                got = top_ports(engine, day, by, limit)
+                assert [{k: v for k, v in r.items() if k != "rank"} for r in got] == ranked
+        for limit in (1, 4, 9, 100):
+            got_sources = [(r["src_ip"], r["records"], r["ports"], r["targets"],
+                            [(p["port"], p["records"]) for p in r["top_ports"]])
+                           for r in top_sources(engine, day, limit=limit)]
+            assert got_sources == reference_top_sources(rows, day)[:limit]
 
 
 @pytest.mark.parametrize(("call", "error"), [

@@ -17,7 +17,8 @@ from stormwatch.protocols.dcerpc.pdu import Request
 SRVSVC = str(ifaces.SRVSVC.uuid)
 
 
-def _canonicalize(path: str, prefix: str = "", outbuf: int = 100, path_type: int = 0, server: str | None = None) -> bytes:
+def _canonicalize(path: str, prefix: str = "", outbuf: int = 100, path_type: int = 0,
+                  server: str | None = None) -> bytes:
     req = srvs.NetprPathCanonicalize()
     req["ServerName"] = server if server is not None else NULL
     req["PathName"] = path

@@ -41,8 +41,8 @@ class DemoPlan:
     days: int = 36
     surge_start: datetime = datetime(2006, 8, 12, 14, 0)
     background_per_day: int = 2500  # records per sensor per day before the surge
-    surge_sources_day1: int = 40  # distinct bots on the first surge day, per sensor
-    surge_growth: float = 1.9  # daily growth factor of bot numbers
+    surge_sources_day1: int = 150  # distinct bots on the first surge day, per sensor
+    surge_growth: float = 2.0  # daily growth factor of bot numbers
     probes_per_bot: int = 6
     seed: int = 2006
 

@@ -109,7 +109,8 @@ class LineReader(Reader):
         state = self.start(src)
         chunk = Chunk(out.take())
         with src.open() as raw:
-            text = io.TextIOWrapper(raw, encoding=self.encoding, errors="backslashreplace", newline="")  # bad bytes as \xNN
+            # undecodable bytes are kept as \xNN text: a bad byte never loses its line
+            text = io.TextIOWrapper(raw, encoding=self.encoding, errors="backslashreplace", newline="")
             lineno = 0
             try:
                 for lineno, line in enumerate(text, 1):

@@ -1,4 +1,4 @@
-"""Linux netfilter ``LOG`` target lines (iptables, nftables ``log``, ufw) → ``fw.connection``.
+"""Linux netfilter ``LOG`` lines (iptables, nftables ``log``, ufw) → ``fw.connection``.
 
 The kernel writes one line per logged packet (``net/netfilter/nf_log_syslog.c``)::
 
@@ -7,28 +7,29 @@ The kernel writes one line per logged packet (``net/netfilter/nf_log_syslog.c``)
 
 IPv6 has ``TC=`` ``HOPLIMIT=`` ``FLOWLBL=`` instead of ``TOS``..``ID`` and prints addresses in
 full (``%pI6``); ICMP has ``TYPE=`` ``CODE=`` and may quote the offending packet in ``[...]``.
-The line reaches a file behind a syslog header (:mod:`stormwatch.ingest.syslog`), usually as
+Syslog puts a header before it (:mod:`stormwatch.ingest.syslog`), usually as
 ``host kernel: [uptime] <prefix>IN=...``; ``<prefix>`` is the rule's ``--log-prefix``.
+
+Fields: the prefix → ``rule`` (and ``action``: ``reject`` if it says REJECT, ``drop`` for
+DROP/BLOCK/DENY, ``accept`` for ACCEPT/ALLOW/PERMIT — case-insensitive, e.g. ufw's
+``[UFW BLOCK]`` — else ``log``); IN/OUT → ``in_iface``/``out_iface``; SRC/DST; PROTO; SPT/DPT;
+ICMP TYPE/CODE; LEN → ``length``; TTL, or HOPLIMIT for IPv6 → ``ttl``; the TCP flag words →
+``tcp_flags``. The key is the raw line; a repeated identical line (same uptime stamp and IP ID:
+the same log line twice) gets EventBatchBuilder's occurrence suffix.
 
 Two readers:
 
-- :class:`IptablesReader` (``iptables``): syslog files. Vectorised — DuckDB reads the file and
-  extracts the fields in SQL (``strpos``/``substr`` guesses checked against the kernel's layout);
-  a line the SQL cannot decide with certainty (unusual framing, malformed, non-ASCII) goes to
+- :class:`IptablesReader` (``iptables``): syslog files, vectorised. DuckDB reads the file and
+  extracts the fields in SQL (:func:`build_query`); every line the SQL cannot decide with
+  certainty (another framing, a malformed packet part, non-ASCII text) goes to
   :func:`parse_syslog_line`, the per-line reference parser, so both give the same events.
-- :class:`IptablesJournalReader` (``iptables-journal``): ``journalctl -o export`` output
-  (systemd's Journal Export Format: ``KEY=value`` lines, binary-safe fields, a blank line after
-  each entry); ``journalctl -o short-iso`` output is a syslog file for :class:`IptablesReader`.
-
-Fields: the prefix → ``rule`` (and ``action``: ``drop`` when it says DROP/BLOCK/DENY, ``reject``
-for REJECT, ``accept`` for ACCEPT/ALLOW/PERMIT, else ``log``); IN/OUT → ``in_iface``/``out_iface``;
-SRC/DST; PROTO; SPT/DPT; ICMP TYPE/CODE; LEN → ``length``; TTL or HOPLIMIT → ``ttl``; the TCP
-flag words → ``tcp_flags``. The key is the raw line; identical lines (same uptime stamp and IP
-ID: the same log line twice) get EventBatchBuilder's occurrence suffix.
+  ``journalctl -o short-iso`` output is such a file.
+- :class:`IptablesJournalReader` (``iptables-journal``): ``journalctl -o export`` output.
 """
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -43,23 +44,29 @@ from stormwatch.ingest.base import CHUNK_ROWS, Chunk, Reader, RecordError, Sourc
 from stormwatch.ingest.normalize import action, canonical_ip, flags_from_words, port, proto_name
 from stormwatch.ingest.syslog import (
     BATCH_ROWS,
+    MONTHS,
+    SQL_BSD_SHAPE,
+    SQL_NOT_BLANK,
     Clock,
     Occurrences,
+    journal_entries,
     locate_lines,
     parse_header,
-    sql_header_stage1,
-    sql_header_stage2,
-    sql_header_stage3,
+    sql_bsd_this_year,
     sql_lines,
+    sql_time,
 )
 
 FORMAT = "iptables"
 MARKER = re.compile(r"IN=([^ =]*) OUT=([^ ]*)")
 KERNEL_TIME_SHAPE = r"\[ {0,9}\d{1,12}\.\d{1,9}\]"  # printk's "[%5lu.%06lu]" uptime stamp
-KERNEL_TIME = re.compile(KERNEL_TIME_SHAPE + " ?")
+_KERNEL_TIME = re.compile(KERNEL_TIME_SHAPE + " ?")
 _MARKER_BYTES = re.compile(rb"IN=[^ =\n]* OUT=[^\n]*SRC=")
-# Verdict words looked for in the prefix, strongest first (`[UFW BLOCK]`, `DROP-IN`, `fw-accept`).
+# Verdict words looked for in the prefix, strongest first.
 _VERDICTS = (("reject",), ("drop", "block", "deny", "denied"), ("accept", "allow", "permit"))
+
+
+# --- the reference parser ----------------------------------------------------------------------
 
 
 def rule_action(rule: str | None) -> str:
@@ -72,31 +79,30 @@ def rule_action(rule: str | None) -> str:
     return "log"
 
 
-def parse_message(line: str, m: re.Match[str], msg_at: int) -> dict[str, Any]:
-    """The ``fw.connection`` fields of a kernel LOG message.
+def parse_message(line: str, m: re.Match[str], msg_at: int, fmt: str = FORMAT) -> dict[str, Any]:
+    """The ``fw.connection`` fields of a kernel LOG message (``format`` = ``fmt``).
 
-    ``m`` is :data:`MARKER` matched in ``line``; ``msg_at`` is where the syslog message starts
-    (it may begin with the ``kernel:`` tag and the ``[uptime]`` stamp). RecordError if the
-    packet part is unusable (no SRC, bad address or port)."""
+    ``m`` is :data:`MARKER` found in ``line``; ``msg_at`` is where the syslog message starts (it
+    may begin with the ``kernel:`` tag and the ``[uptime]`` stamp). Keys count at their first
+    ``KEY=value`` token; after PROTO= a token starting with ``[`` (the packet an ICMP error
+    quotes) ends the search. RecordError if the packet part is unusable."""
     if m.start() < msg_at:
         raise RecordError("IN= inside the syslog header")
     i = msg_at
     if line.startswith("kernel:", i):
         i += 8 if line.startswith(" ", i + 7) else 7
-    k = KERNEL_TIME.match(line, i)
+    k = _KERNEL_TIME.match(line, i)
     if k:
         i = k.end()
     rule = line[i:m.start()].strip(" ") or None
     tokens = line[m.start():].split(" ")
     kv: dict[str, str] = {}
-    seen_proto = False
     for tok in tokens:
-        if seen_proto and tok.startswith("["):  # the packet an ICMP error quotes: not ours
+        if tok.startswith("[") and "PROTO" in kv:
             break
         key, eq, val = tok.partition("=")
         if eq and key not in kv:
             kv[key] = val
-            seen_proto = seen_proto or key == "PROTO"
     if "SRC" not in kv or "DST" not in kv:
         raise RecordError("no SRC=/DST= in the LOG line (not an IP packet)")
     if "PROTO" not in kv:
@@ -104,9 +110,9 @@ def parse_message(line: str, m: re.Match[str], msg_at: int) -> dict[str, Any]:
     proto = proto_name(kv["PROTO"])
     fields: dict[str, Any] = {
         "src_ip": canonical_ip(kv["SRC"]), "dst_ip": canonical_ip(kv["DST"]), "proto": proto,
-        "format": FORMAT, "rule": rule, "action": rule_action(rule),
+        "format": fmt, "rule": rule, "action": rule_action(rule),
         "in_iface": m.group(1) or None, "out_iface": m.group(2) or None,
-        "length": _number(kv, "LEN"), "ttl": _number(kv, "TTL") if "TTL" in kv else _number(kv, "HOPLIMIT"),
+        "length": _number(kv, "LEN"), "ttl": _number(kv, "HOPLIMIT" if ":" in kv["SRC"] else "TTL"),
     }
     if proto in ("icmp", "icmp6"):
         fields["icmp_type"] = _number(kv, "TYPE")
@@ -151,111 +157,31 @@ def is_blank(line: str) -> bool:
     return not line.strip(" \t")
 
 
-class IptablesReader(Reader):
-    """iptables/nftables/ufw LOG lines in syslog files (BSD, RFC 5424, ISO or epoch headers)."""
-
-    name: ClassVar[str] = "iptables"
-    description: ClassVar[str] = "Linux netfilter LOG lines (iptables/ufw) in syslog files"
-
-    def sniff(self, head: bytes) -> bool:
-        return _MARKER_BYTES.search(head) is not None and b"\n__REALTIME_TIMESTAMP=" not in head
-
-    def read(self, src: Source) -> Iterator[Chunk]:
-        clock = Clock.for_source(src)
-        con = duckdb.connect(config={"autoinstall_known_extensions": False,
-                                     "autoload_known_extensions": False})
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            yield from self._read(con, src, clock)
-        finally:
-            con.close()
-
-    def _read(self, con: duckdb.DuckDBPyConnection, src: Source, clock: Clock) -> Iterator[Chunk]:
-        names = arrow_schema().names
-        occurrences = Occurrences()
-        slow = EventBatchBuilder(src.sensor)  # lines the SQL left to the reference parser
-        pending: list[tuple[str, str]] = []  # (line, reason) of rejects, in file order
-        try:
-            batches = con.sql(build_query(src, clock)).to_arrow_reader(BATCH_ROWS)
-            for batch in batches:
-                yield self._chunk(batch, names, occurrences, slow, clock, pending)
-            csv_rejects = [int(r[0]) for r in con.execute(
-                "SELECT line FROM reject_errors ORDER BY line").fetchall()]
-        except duckdb.Error as exc:
-            raise InputError(f"{src.path}: unreadable: {str(exc).splitlines()[0]}") from exc
-        if pending or csv_rejects:
-            yield self._leftovers(src, clock, pending, csv_rejects)
-
-    def _chunk(self, batch: pa.RecordBatch, names: list[str], occurrences: Occurrences,
-               slow: EventBatchBuilder, clock: Clock, pending: list[tuple[str, str]]) -> Chunk:
-        st = batch.column("st").to_numpy(zero_copy_only=False)
-        fast = pa.Table.from_batches([batch])
-        if not (st == 0).all():
-            fast = fast.filter(pa.array(st == 0))
-        skipped = int((st == 1).sum())
-        events = occurrences.apply(fast.select(names), fast.column("h").to_numpy())
-        for i in np.flatnonzero(st == 2).tolist():
-            line = batch.column("key")[i].as_py()
-            try:
-                got = parse_syslog_line(line, clock)
-            except RecordError as exc:
-                pending.append((line, str(exc)))
-                continue
-            if got is None:
-                skipped += 1
-            else:
-                slow.add("fw.connection", got[0], line, **got[1])
-        if len(slow):
-            events = pa.concat_tables([events, slow.take()])
-        return Chunk(events, [], read=len(st), skipped=skipped)
-
-    def _leftovers(self, src: Source, clock: Clock, pending: list[tuple[str, str]],
-                   csv_rejects: list[int]) -> Chunk:
-        """Rejects with their line numbers, and the lines DuckDB's CSV reader refused (invalid
-        UTF-8, a 0x01 byte, over 2 MB) parsed by the reference parser: one more pass over the
-        file, only when there are any."""
-        out = EventBatchBuilder(src.sensor)
-        chunk = Chunk(out.take())
-        found = locate_lines(src, [line for line, _ in pending], csv_rejects)
-        for (line, reason), lineno in zip(pending, found.positions, strict=True):
-            chunk.rejects.append(Reject.make(src.path, lineno, reason, line, FORMAT))
-        for lineno, raw in found.raw_lines:
-            line = raw.decode("utf-8", "backslashreplace")
-            if is_blank(line):
-                continue
-            chunk.read += 1
-            try:
-                got = parse_syslog_line(line, clock)
-            except RecordError as exc:
-                chunk.rejects.append(Reject.make(src.path, lineno, str(exc), line, FORMAT))
-                continue
-            if got is None:
-                chunk.skipped += 1
-            else:
-                out.add("fw.connection", got[0], line, **got[1])
-        chunk.events = out.take()
-        return chunk
-
-
-# --- the same parse as DuckDB SQL -----------------------------------------------------------------
-# Every position is a guess from strpos (the first occurrence in the line) that `ok` checks
-# against the kernel's layout: each key starts a token, in the kernel's order, directly after the
-# one before it where the kernel prints it so. A row with `ok` not true goes to
-# parse_syslog_line (st = 2), so the SQL never has to be right about an unusual line.
+# --- the same parse as DuckDB SQL --------------------------------------------------------------
+# The packet part (from IN=) is split into tokens once; each field is the token at its place in
+# the kernel's layout, checked by its KEY= prefix, and one regular expression checks the text of
+# every value copied out. A row that fails a check goes to parse_syslog_line (st = 2): the SQL
+# only has to be right about the lines it accepts, and tests hold it to the reference on those.
 
 _V4 = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}"
 _V6_FULL = r"[0-9a-f]{4}(?::[0-9a-f]{4}){7}"  # %pI6: eight groups of four, lower case
-_JSON_SAFE = r"[ !#-\[\]-~]*"  # printable ASCII but '"' and '\': copied into JSON as is
+_JSON_SAFE = r"[ !#-\[\]-~]*"  # printable ASCII but '"' and '\': copied into JSON as they are
+_CHECK = (rf"(?:{SQL_BSD_SHAPE})?\|{_JSON_SAFE}\|@ip @ip"
+          r" (?:0|[1-9]\d{0,8}) (?:0|[1-9]\d{0,8}) (?:0|[1-9]\d{0,8}) (?:0|[1-9]\d{0,8})")
+# What precedes the prefix (up to IN=): the syslog header, the `kernel:` tag (RFC 5424: APP-NAME
+# `kernel` and no PROCID, MSGID or structured data) and the uptime stamp.
+_HEAD = (r"^(?:<\d>1 \S+ [^ =]+ kernel - - - (?:kernel: ?)?|\S+(?: +\d+ \S+)? [^ =]+ kernel: ?)"
+         rf"(?:{KERNEL_TIME_SHAPE} ?)?")
 _FLAG_LETTERS = (("CWR", "C"), ("ECE", "E"), ("URG", "U"), ("ACK", "A"), ("PSH", "P"), ("RST", "R"),
                  ("SYN", "S"), ("FIN", "F"))
-_COMMON_FLAGS = ("SYN", "ACK", "ACK SYN", "RST", "ACK RST", "ACK FIN", "ACK PSH", "ACK PSH FIN", "FIN",
-                 "")
+_COMMON_FLAGS = ("SYN", "ACK", "ACK SYN", "RST", "ACK RST", "ACK FIN", "ACK PSH", "ACK PSH FIN", "")
 
 
 def _v6_stages(col: str) -> tuple[str, str, str]:
-    """Three SQL stages (each reading the previous one's column) turning the full ``%pI6`` text
-    in ``col`` into canonical compressed form (RFC 5952 §4, as Python's ``ipaddress``): leading
-    zeros dropped, the longest run (leftmost on a tie) of two or more zero groups → ``::``."""
+    """Three SQL stages (each reads the column ``<col>_j``/``<col>_r`` the one before made)
+    turning the full ``%pI6`` text in ``col`` into its canonical form (RFC 5952 §4, as Python's
+    ``ipaddress``): leading zeros dropped, the longest run (leftmost on a tie) of two or more
+    zero groups written ``::``."""
     groups = " || ':' || ".join(
         f"coalesce(nullif(ltrim(substr({col}, {5 * i + 1}, 4), '0'), ''), '0')" for i in range(8))
     j, r = f"{col}_j", f"{col}_r"
@@ -267,17 +193,17 @@ def _v6_stages(col: str) -> tuple[str, str, str]:
 
 
 def _flags_sql(seg: str) -> str:
-    common = " ".join(
-        f"WHEN '{words}' THEN '{flags_from_words(words.split(' '))}'" for words in _COMMON_FLAGS)
+    """SQL: the letters of the flag words in ``seg`` (kernel order is already CEUAPRSF)."""
+    common = " ".join(f"WHEN '{w}' THEN '{flags_from_words(w.split(' '))}'" for w in _COMMON_FLAGS)
     generic = ", ".join(f"CASE WHEN contains(' ' || {seg} || ' ', ' {w} ') THEN '{c}' END"
                         for w, c in _FLAG_LETTERS)
     return f"CASE {seg} {common} ELSE concat({generic}) END"
 
 
-def _action_sql(rule: str) -> str:
-    whens = " ".join(
-        "WHEN " + " OR ".join(f"contains(lower({rule}), '{w}')" for w in words) + f" THEN '{action(words[0])}'"
-        for words in _VERDICTS)
+def _action_sql(low: str) -> str:
+    """SQL: :func:`rule_action` of a lower-cased prefix."""
+    whens = " ".join("WHEN " + " OR ".join(f"contains({low}, '{w}')" for w in words)
+                     + f" THEN '{action(words[0])}'" for words in _VERDICTS)
     return f"CASE {whens} ELSE 'log' END"
 
 
@@ -285,151 +211,283 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def build_query(src: Source, clock: Clock) -> str:
+def build_query(src: Source, clock: Clock, *, candidates_only: bool = False) -> str:
     """The DuckDB query reading ``src``: one row per non-blank line, in file order, with ``st``
     (0 event, 1 not a LOG line, 2 for the reference parser), ``h`` (hash of the line) and the
-    columns of :func:`~stormwatch.events.arrow_schema`."""
-    g = "CASE WHEN po > 0 THEN {} END"  # computed for candidate lines only
-    v6 = "(strpos(src, ':') > 0)"
-    ttl_key = f"CASE WHEN {v6} THEN strpos(line, 'HOPLIMIT=') ELSE pt END"
-    ttl_val = f"CASE WHEN {v6} THEN strpos(line, 'HOPLIMIT=') + 9 ELSE pt + 4 END"
+    columns of :func:`~stormwatch.events.arrow_schema`. With ``candidates_only`` the lines that
+    are certainly not LOG lines (no ``UT=``; they would get ``st`` 1) are left out."""
     icmp = "proto_raw IN ('ICMP', 'ICMPv6')"
-    k1, k2 = (f"CASE WHEN {icmp} THEN '{a}' ELSE '{b}' END" for a, b in (("TYPE=", "SPT="), ("CODE=", "DPT=")))
-    ok = rf"""ascii AND substr(line, po - 2, 2) = ' O' AND pi > 0 AND pi <= po - 5
-      AND strpos(ifin, ' ') = 0 AND strpos(ifin, '=') = 0
-      AND (strpos(ifout_w, ' ') > 0 OR po + 2 + length(ifout_w) = length(line))
-      AND ps > po AND substr(line, ps - 1, 1) = ' '
-      AND pd > ps + 4 AND substr(line, pd - 1, 1) = ' ' AND strpos(src, ' ') = 0
-      AND pl > pd + 4 AND substr(line, pl - 1, 1) = ' ' AND strpos(dst, ' ') = 0
-      AND tk > pl AND substr(line, tk - 1, 1) = ' ' AND ({v6} = (pt = 0))
-      AND pp > tk AND substr(line, pp - 3, 3) = ' PR'
-      AND ts IS NOT NULL AND msg_at IS NOT NULL AND msg_at <= pi AND r2 <= pi
-      AND regexp_full_match(concat(rule, ifin, ifout), '{_JSON_SAFE}')
-      AND CASE WHEN {v6} THEN regexp_full_match(src || ' ' || dst, '{_V6_FULL} {_V6_FULL}')
-               ELSE regexp_full_match(src || ' ' || dst, '{_V4} {_V4}') END
-      AND proto_raw IN ('TCP', 'UDP', 'ICMP', 'ICMPv6')
-      AND prefix(x1, {k1}) AND prefix(x2, {k2})
-      AND strpos(line, {k1}) = q AND strpos(line, {k2}) = q + length(x1) + 1
-      AND CASE WHEN {icmp} THEN regexp_full_match(nums, '\d{{1,9}} \d{{1,9}} \d{{1,9}} \d{{1,9}}')
-               ELSE regexp_full_match(nums, '\d{{1,9}} \d{{1,9}} \d{{1,5}} \d{{1,5}}') END
-      AND (proto_raw <> 'TCP' OR (pr > q AND substr(line, pr - 1, 1) = ' ' AND substr(line, pr, 6) = 'RES=0x'
-                                  AND substr(line, pr + 8, 1) = ' ' AND pu >= pr + 9
-                                  AND substr(line, pu - 1, 1) = ' '))"""
-    port1, port2 = (f"CASE WHEN NOT {icmp} THEN try_cast(split_part({x}, '=', 2) AS INTEGER) END" for x in ("x1", "x2"))
-    icmp1, icmp2 = (f"CASE WHEN {icmp} THEN try_cast(split_part({x}, '=', 2) AS INTEGER) END" for x in ("x1", "x2"))
+    mid = "('CE', 'DF', 'MF')"  # IPv4 flag words the kernel may print between ID= and PROTO=
+    months = ", ".join(f"'{m}'" for m in MONTHS)
+    ok = f"""prefix(b[2], 'OUT=') AND strpos(ifin, '=') = 0 AND length(rest) < length(hd) AND ts IS NOT NULL
+      AND prefix(t_src, 'SRC=') AND prefix(t_dst, 'DST=') AND prefix(t_len, 'LEN=') AND k IS NOT NULL
+      AND CASE WHEN v6 THEN prefix(u4, 'HOPLIMIT=') AND prefix(u5, 'FLOWLBL=')
+                            AND regexp_full_match(chk, '{_CHECK.replace("@ip", _V6_FULL)}')
+               ELSE prefix(u4, 'PREC=') AND prefix(u5, 'TTL=') AND prefix(u6, 'ID=')
+                    AND regexp_full_match(chk, '{_CHECK.replace("@ip", _V4)}') END
+      AND CASE proto_raw
+            WHEN 'TCP' THEN prefix(x1, 'SPT=') AND prefix(x2, 'DPT=') AND prefix(b[w], 'WINDOW=')
+                            AND prefix(b[w + 1], 'RES=0x') AND length(b[w + 1]) = 8 AND seg IS NOT NULL
+                            AND (w = k + 3 OR prefix(b[k + 4], 'ACK='))
+            WHEN 'UDP' THEN prefix(x1, 'SPT=') AND prefix(x2, 'DPT=')
+            WHEN 'ICMP' THEN prefix(x1, 'TYPE=') AND prefix(x2, 'CODE=')
+            WHEN 'ICMPv6' THEN prefix(x1, 'TYPE=') AND prefix(x2, 'CODE=')
+            ELSE false END
+      AND ({icmp} OR (p1 <= 65535 AND p2 <= 65535))"""
     data = f"""concat('{{"format":"{FORMAT}"',
-        CASE WHEN {icmp} THEN ',"icmp_code":' || {icmp2} || ',"icmp_type":' || {icmp1} END,
-        CASE WHEN ifin <> '' THEN ',"in_iface":"' || ifin || '"' END,
-        ',"length":', try_cast(len_t AS INTEGER),
+        CASE WHEN {icmp} THEN ',"icmp_code":' || p2 || ',"icmp_type":' || p1 END,
+        CASE WHEN ifin <> '' THEN ',"in_iface":"' || ifin || '"' END, ',"length":', len_t,
         CASE WHEN ifout <> '' THEN ',"out_iface":"' || ifout || '"' END,
-        CASE WHEN rule <> '' THEN ',"rule":"' || rule || '"' END,
-        ',"ttl":', try_cast(ttl_t AS INTEGER), '}}')"""
-    seg = "substr(line, pr + 9, greatest(pu - pr - 10, 0))"
+        CASE WHEN rule <> '' THEN ',"rule":"' || rule || '"' END, ',"ttl":', ttl_t, '}}')"""
+    # The flag words between RES=0x.. and URGP=: usually one (SYN), else joined and cut at URGP=.
+    more = "array_to_string(b[w + 2:w + 10], ' ')"
+    seg = f"""CASE WHEN prefix(b[w + 2], 'URGP=') THEN '' WHEN prefix(b[w + 3], 'URGP=') THEN b[w + 2]
+                   WHEN strpos({more}, ' URGP=') > 0 THEN left({more}, strpos({more}, ' URGP=') - 1) END"""
     v6s, v6d = _v6_stages("src"), _v6_stages("dst")
     return f"""
 WITH raw AS (
   SELECT line, strpos(line, 'UT=') AS po FROM {sql_lines(src)}
-  WHERE line IS NOT NULL AND (left(line, 1) NOT IN (' ', chr(9)) OR trim(line, ' ' || chr(9)) <> '')
+  WHERE {SQL_NOT_BLANK} {"AND strpos(line, 'UT=') > 0" if candidates_only else ""}
 ), l1 AS (
-  SELECT line, po, {g.format("hash(line)")} AS h, {g.format("strlen(line) = length(line)")} AS ascii,
-    {g.format("strpos(line, 'IN=')")} AS pi, {g.format("strpos(line, 'SRC=')")} AS ps,
-    {g.format("strpos(line, 'DST=')")} AS pd, {g.format("strpos(line, 'LEN=')")} AS pl,
-    {g.format("strpos(line, 'TTL=')")} AS pt, {g.format("strpos(line, 'OTO=')")} AS pp,
-    {sql_header_stage1()}
+  SELECT line, po, CASE WHEN po > 0 THEN hash(line) END AS h, CASE WHEN po > 0 THEN strpos(line, 'IN=') END AS pi
   FROM raw
 ), l2 AS (
-  SELECT *, {sql_header_stage2(clock)},
-    substr(line, pi + 3, po - pi - 5) AS ifin, substr(line, po + 3, 17) AS ifout_w,
-    substr(line, ps + 4, pd - ps - 5) AS src, substr(line, pd + 4, pl - pd - 5) AS dst,
-    split_part(substr(line, pl + 4, 11), ' ', 1) AS len_t, split_part(substr(line, pp + 4, 10), ' ', 1) AS proto_raw
+  SELECT *, CASE WHEN pi > 0 THEN string_split(substr(line, pi), ' ') END AS b,
+    CASE WHEN pi > 0 THEN left(line, pi - 1) END AS hd,
+    CASE WHEN pi > 0 AND left(line, 3) IN ({months}) THEN {sql_bsd_this_year(clock)} END AS bsd,
+    CASE WHEN pi > 0 AND left(line, 1) BETWEEN '0' AND '9' THEN split_part(left(line, 40), ' ', 1) END AS tok1,
+    CASE WHEN pi > 0 AND left(line, 1) = '<' AND substr(line, 3, 3) = '>1 '
+         THEN split_part(substr(line, 6, 40), ' ', 1) ELSE '' END AS tok5424
   FROM l1
 ), l3 AS (
-  SELECT *, {sql_header_stage3(clock)}, {ttl_key} AS tk, split_part(substr(line, {ttl_val}, 11), ' ', 1) AS ttl_t,
-    pp + 5 + length(proto_raw) AS q,
-    split_part(substr(line, pp + 5 + length(proto_raw), 11), ' ', 1) AS x1,
-    CASE WHEN strpos(ifout_w, ' ') > 0 THEN left(ifout_w, strpos(ifout_w, ' ') - 1) ELSE ifout_w END AS ifout,
-    msg_at + CASE WHEN substr(line, msg_at, 7) <> 'kernel:' THEN 0
-                  WHEN substr(line, msg_at + 7, 1) = ' ' THEN 8 ELSE 7 END AS r1,
-    CASE WHEN proto_raw = 'TCP' THEN strpos(line, 'RES=') END AS pr,
-    CASE WHEN proto_raw = 'TCP' THEN strpos(line, 'URGP=') END AS pu
+  SELECT *, regexp_replace(hd, '{_HEAD}', '') AS rest, {sql_time(clock, "bsd", "tok5424", "tok1")} AS ts,
+    CASE WHEN prefix(b[3], 'MAC=') THEN 4 ELSE 3 END AS s, substr(b[1], 4) AS ifin, substr(b[2], 5) AS ifout
   FROM l2
 ), l4 AS (
-  SELECT *, split_part(substr(line, q + length(x1) + 1, 11), ' ', 1) AS x2,
-    CASE WHEN substr(line, r1, 1) = '['
-              AND regexp_full_match(substr(line, r1, strpos(substr(line, r1, 34), ']')), '{KERNEL_TIME_SHAPE}')
-         THEN strpos(substr(line, r1, 34), ']') ELSE 0 END AS kl
+  SELECT *, trim(rest, ' ') AS rule, b[s] AS t_src, b[s + 1] AS t_dst, b[s + 2] AS t_len,
+    prefix(b[s + 3], 'TC=') AS v6, b[s + 4] AS u4, b[s + 5] AS u5, b[s + 6] AS u6, b[s + 7] AS u7, b[s + 8] AS u8
   FROM l3
 ), l5 AS (
-  SELECT *, r1 + kl + CASE WHEN kl > 0 AND substr(line, r1 + kl, 1) = ' ' THEN 1 ELSE 0 END AS r2
+  SELECT *, substr(t_src, 5) AS src, substr(t_dst, 5) AS dst, substr(t_len, 5) AS len_t,
+    CASE WHEN v6 THEN substr(u4, 10) ELSE substr(u5, 5) END AS ttl_t,
+    CASE WHEN v6 THEN CASE WHEN prefix(u6, 'PROTO=') THEN s + 6 END
+         WHEN prefix(u7, 'PROTO=') THEN s + 7
+         WHEN u7 IN {mid} AND prefix(u8, 'PROTO=') THEN s + 8
+         WHEN u7 IN {mid} AND u8 IN {mid} AND prefix(b[s + 9], 'PROTO=') THEN s + 9 END AS k
   FROM l4
 ), l6 AS (
-  SELECT *, trim(substr(line, r2, pi - r2), ' ') AS rule,
-    len_t || ' ' || ttl_t || ' ' || split_part(x1, '=', 2) || ' ' || split_part(x2, '=', 2) AS nums
-  FROM l5
+  SELECT *, substr(b[k], 7) AS proto_raw, b[k + 1] AS x1, b[k + 2] AS x2 FROM l5
 ), l7 AS (
-  SELECT *, CASE WHEN po = 0 THEN 1 WHEN {ok} THEN 0 ELSE 2 END AS st FROM l6
+  SELECT *, split_part(x1, '=', 2) AS n1, split_part(x2, '=', 2) AS n2,
+    CASE WHEN proto_raw = 'TCP' THEN CASE WHEN prefix(b[k + 3], 'SEQ=') THEN k + 5 ELSE k + 3 END END AS w
+  FROM l6
 ), l8 AS (
-  SELECT *, CASE WHEN st = 0 AND {v6} THEN {v6s[0]} END AS src_j,
-    CASE WHEN st = 0 AND {v6} THEN {v6d[0]} END AS dst_j FROM l7
+  SELECT *, try_cast(n1 AS INTEGER) AS p1, try_cast(n2 AS INTEGER) AS p2,
+    concat(CASE WHEN left(line, 3) IN ({months}) THEN left(line, 16) END, '|', rule, ifin, ifout, '|',
+           src, ' ', dst, ' ', len_t, ' ', ttl_t, ' ', n1, ' ', n2) AS chk,
+    CASE WHEN w IS NOT NULL THEN {seg} END AS seg
+  FROM l7
 ), l9 AS (
-  SELECT *, {v6s[1]} AS src_r, {v6d[1]} AS dst_r FROM l8
+  SELECT *, CASE WHEN po = 0 THEN 1 WHEN {ok} THEN 0 ELSE 2 END AS st FROM l8
+), l10 AS (
+  SELECT *, CASE WHEN st = 0 AND v6 THEN {v6s[0]} END AS src_j,
+    CASE WHEN st = 0 AND v6 THEN {v6d[0]} END AS dst_j FROM l9
+), l11 AS (
+  SELECT *, CASE WHEN src_j IS NOT NULL THEN {v6s[1]} END AS src_r,
+    CASE WHEN dst_j IS NOT NULL THEN {v6d[1]} END AS dst_r, lower(rule) AS low FROM l10
 )
 SELECT st, h, 'fw.connection' AS event, ts, {_literal(src.sensor)} AS sensor, NULL::VARCHAR AS session,
-  CASE WHEN {v6} THEN {v6s[2]} ELSE src END AS src_ip, {port1} AS src_port,
-  CASE WHEN {v6} THEN {v6d[2]} ELSE dst END AS dst_ip, {port2} AS dst_port,
+  CASE WHEN v6 THEN {v6s[2]} ELSE src END AS src_ip, CASE WHEN NOT {icmp} THEN p1 END AS src_port,
+  CASE WHEN v6 THEN {v6d[2]} ELSE dst END AS dst_ip, CASE WHEN NOT {icmp} THEN p2 END AS dst_port,
   CASE proto_raw WHEN 'TCP' THEN 'tcp' WHEN 'UDP' THEN 'udp' WHEN 'ICMP' THEN 'icmp' ELSE 'icmp6' END AS proto,
-  CASE WHEN proto_raw = 'TCP' THEN {_flags_sql(seg)} END AS tcp_flags,
-  {_action_sql("rule")} AS action, NULL::VARCHAR AS outcome, 1::BIGINT AS count,
-  1::SMALLINT AS schema_version, {data} AS data, CASE WHEN po > 0 THEN line END AS key
-FROM l9
+  CASE WHEN proto_raw = 'TCP' THEN {_flags_sql("seg")} END AS tcp_flags, {_action_sql("low")} AS action,
+  NULL::VARCHAR AS outcome, 1::BIGINT AS count, 1::SMALLINT AS schema_version, {data} AS data,
+  CASE WHEN po > 0 THEN line END AS key
+FROM l11
 """
 
 
-# --- journald export --------------------------------------------------------------------------
+# --- the readers -------------------------------------------------------------------------------
 
-MAX_FIELD = 16 * 1024 * 1024  # a binary journal field larger than this is damage, not data
-_WANTED = (b"MESSAGE", b"__REALTIME_TIMESTAMP")
+
+class IptablesReader(Reader):
+    """iptables/nftables/ufw LOG lines in syslog files (BSD, RFC 5424, ISO or epoch headers)."""
+
+    name: ClassVar[str] = "iptables"
+    description: ClassVar[str] = "Linux netfilter LOG lines (iptables/ufw) in syslog files"
+
+    def sniff(self, head: bytes) -> bool:
+        return _MARKER_BYTES.search(head) is not None and b"\n__REALTIME_TIMESTAMP=" not in head
+
+    def read(self, src: Source) -> Iterator[Chunk]:
+        clock = Clock.for_source(src)
+        # An in-memory DuckDB as a compute engine; nothing is stored, no extension is loaded.
+        con = duckdb.connect(config={"autoinstall_known_extensions": False,
+                                     "autoload_known_extensions": False})
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            con.execute("SET enable_progress_bar = false")
+            yield from self._read(con, src, clock)
+        finally:
+            con.close()
+
+    def _read(self, con: duckdb.DuckDBPyConnection, src: Source, clock: Clock) -> Iterator[Chunk]:
+        names = arrow_schema().names
+        occurrences = Occurrences()
+        slow = EventBatchBuilder(src.sensor)  # lines the SQL left to the reference parser
+        pending: list[tuple[str, str]] = []  # (line, reason) of each reject, in file order
+        done = 0  # non-blank lines handed out so far
+        # Dropping other programs' lines in DuckDB saves copying the events around them in Arrow;
+        # they are counted by a second scan, cheap for a plain file but not for a gzip stream.
+        plain = src.compression != "gzip"
+        try:
+            query = build_query(src, clock, candidates_only=plain)
+            for batch in con.sql(query).to_arrow_reader(BATCH_ROWS):
+                chunk = self._chunk(batch, names, occurrences, slow, clock, pending)
+                done += chunk.read
+                yield chunk
+            refused = [int(r[0]) for r in con.execute("SELECT line FROM reject_errors ORDER BY line").fetchall()]
+            others = con.execute(f"SELECT count(*) FROM {sql_lines(src, keep_refused=False)} "
+                                 f"WHERE {SQL_NOT_BLANK} AND strpos(line, 'UT=') = 0").fetchall()[0][0] if plain else 0
+        except (duckdb.IOException, duckdb.InvalidInputException) as exc:
+            reason = str(exc).splitlines()[0]
+            if plain and done:  # the lines handed out so far are not all the lines read
+                raise InputError(f"{src.path}: unreadable after {done} LOG lines: {reason}") from exc
+            # A damaged gzip stream: read on line by line in Python, which yields what is
+            # readable and then names the damage.
+            yield from _python_read(src, clock, skip=done, reason=reason)
+            return
+        chunk = self._leftovers(src, clock, pending, refused) if pending or refused else Chunk(slow.take())
+        chunk.read += others
+        chunk.skipped += others
+        if chunk.read or chunk.rejects:
+            yield chunk
+
+    @staticmethod
+    def _chunk(batch: pa.RecordBatch, names: list[str], occurrences: Occurrences,
+               slow: EventBatchBuilder, clock: Clock, pending: list[tuple[str, str]]) -> Chunk:
+        st = batch.column("st").to_numpy(zero_copy_only=False)
+        table = pa.Table.from_batches([batch])
+        events, hashes = table.select(names), table.column("h")
+        if not (st == 0).all():  # other programs' lines, or lines for the reference parser
+            keep = pa.array(st == 0)
+            events, hashes = events.filter(keep), hashes.filter(keep)
+        events = occurrences.apply(events, hashes.to_numpy())
+        skipped = int((st == 1).sum())
+        keys = batch.column("key")
+        for i in np.flatnonzero(st == 2).tolist():
+            line = keys[i].as_py()
+            try:
+                got = parse_syslog_line(line, clock)
+            except RecordError as exc:
+                pending.append((line, str(exc)))
+                continue
+            if got is None:
+                skipped += 1
+            else:
+                slow.add("fw.connection", got[0], line, **got[1])
+        if len(slow):
+            events = pa.concat_tables([events.cast(arrow_schema()), slow.take()])
+        return Chunk(events, [], read=len(st), skipped=skipped)
+
+    @staticmethod
+    def _leftovers(src: Source, clock: Clock, pending: list[tuple[str, str]], refused: list[int]) -> Chunk:
+        """The rejects with their line numbers, and the lines DuckDB refused to read (invalid
+        UTF-8, a 0x01 byte, over 2 MB) parsed by the reference parser: one more pass over the
+        file, made only when there are any."""
+        out = EventBatchBuilder(src.sensor)
+        chunk = Chunk(out.take())
+        found = locate_lines(src, [line for line, _ in pending], refused)
+        for (line, reason), lineno in zip(pending, found.positions, strict=True):
+            chunk.rejects.append(Reject.make(src.path, lineno, reason, line, FORMAT))
+        for lineno, raw in found.raw_lines:
+            _parse_into(raw.decode("utf-8", "backslashreplace"), lineno, src, clock, out, chunk)
+        chunk.events = out.take()
+        return chunk
+
+
+def _parse_into(line: str, lineno: int, src: Source, clock: Clock, out: EventBatchBuilder,
+                chunk: Chunk) -> None:
+    """Parse one line with the reference parser into ``out`` and ``chunk``'s counts/rejects."""
+    if is_blank(line):
+        return
+    chunk.read += 1
+    try:
+        got = parse_syslog_line(line, clock)
+    except RecordError as exc:
+        chunk.rejects.append(Reject.make(src.path, lineno, str(exc), line, FORMAT))
+        return
+    if got is None:
+        chunk.skipped += 1
+    else:
+        out.add("fw.connection", got[0], line, **got[1])
+
+
+def _python_read(src: Source, clock: Clock, skip: int, reason: str) -> Iterator[Chunk]:
+    """The reference parser over ``src`` after its first ``skip`` non-blank lines; InputError at
+    the end when the damage DuckDB met (``reason``) stops Python too."""
+    out = EventBatchBuilder(src.sensor)
+    chunk = Chunk(out.take())
+    lineno = 0
+    with src.open() as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+        try:
+            for lineno, line in enumerate(text, 1):
+                body = line.rstrip("\r\n")
+                if skip and not is_blank(body):
+                    skip -= 1
+                    continue
+                safe = body.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                _parse_into(safe, lineno, src, clock, out, chunk)
+                if len(out) >= CHUNK_ROWS:
+                    chunk.events = out.take()
+                    yield chunk
+                    chunk = Chunk(out.take())
+        except (OSError, EOFError) as exc:
+            chunk.events = out.take()
+            yield chunk
+            raise InputError(f"{src.path}: unreadable after line {lineno}: {exc} ({reason})") from exc
+    chunk.events = out.take()
+    yield chunk
+
+
+_JOURNAL_FIELDS = frozenset((b"MESSAGE", b"__REALTIME_TIMESTAMP"))
 
 
 class IptablesJournalReader(Reader):
     """Kernel LOG messages in ``journalctl -o export`` output.
 
-    Format: https://systemd.io/JOURNAL_EXPORT_FORMATS/ — each entry is ``KEY=value`` lines (or,
-    for values with newlines or binary data, ``KEY``, a little-endian 64-bit length, the bytes
-    and a newline) ended by an empty line. ``__REALTIME_TIMESTAMP`` (µs since the epoch, UTC)
-    is the time; ``MESSAGE`` is the kernel's text (``<prefix>IN=...``, no syslog header). The
-    key is ``"<__REALTIME_TIMESTAMP> <MESSAGE>"``; a reject's line is the entry's first line.
-    """
+    ``__REALTIME_TIMESTAMP`` (µs since the epoch, UTC) is the time and ``MESSAGE`` the kernel's
+    text (``<prefix>IN=...``, no syslog header). The key is ``"<__REALTIME_TIMESTAMP> <MESSAGE>"``;
+    a reject's line number is the entry's first line. Entries without a LOG message (the rest
+    of the journal) are skipped."""
 
     name: ClassVar[str] = "iptables-journal"
     description: ClassVar[str] = "Linux netfilter LOG messages in journalctl -o export output"
 
     def sniff(self, head: bytes) -> bool:
         return (head.startswith((b"__CURSOR=", b"__REALTIME_TIMESTAMP="))
-                or b"\n__REALTIME_TIMESTAMP=" in head) and b"MESSAGE" in head
+                or b"\n__REALTIME_TIMESTAMP=" in head) and b"\nMESSAGE" in head
 
     def read(self, src: Source) -> Iterator[Chunk]:
         out = EventBatchBuilder(src.sensor)
         chunk = Chunk(out.take())
+        first = 0
         with src.open() as f:
-            lineno = 0
             try:
-                for first, fields in _journal_entries(f, src.path):
-                    lineno = first
+                for first, fields in journal_entries(f, src.path, _JOURNAL_FIELDS):
                     chunk.read += 1
                     self._entry(src, first, fields, out, chunk)
                     if len(out) >= CHUNK_ROWS:
                         chunk.events = out.take()
                         yield chunk
                         chunk = Chunk(out.take())
-            except (OSError, EOFError) as exc:  # a damaged gzip stream: keep what was read
+            except (OSError, EOFError, TruncatedInput) as exc:
                 chunk.events = out.take()
                 yield chunk
-                raise InputError(f"{src.path}: unreadable after line {lineno}: {exc}") from exc
-            except TruncatedInput:
-                chunk.events = out.take()
-                yield chunk
-                raise
+                if isinstance(exc, TruncatedInput):
+                    raise
+                raise InputError(f"{src.path}: unreadable after the entry at line {first}: {exc}") from exc
         chunk.events = out.take()
         yield chunk
 
@@ -443,54 +501,10 @@ class IptablesJournalReader(Reader):
             return
         stamp = fields.get(b"__REALTIME_TIMESTAMP", b"")
         try:
-            if not (stamp.isdigit() and len(stamp) <= 19):
+            if not (stamp.isdigit() and len(stamp) <= 18):
                 raise RecordError(f"no usable __REALTIME_TIMESTAMP: {stamp[:24]!r}")
-            got = parse_message(msg, m, 0)
+            got = parse_message(msg, m, 0, IptablesJournalReader.name)
         except RecordError as exc:
             chunk.rejects.append(Reject.make(src.path, first, str(exc), msg, IptablesJournalReader.name))
             return
         out.add("fw.connection", int(stamp), f"{stamp.decode()} {msg}", **got)
-
-
-def _journal_entries(f: Any, path: str) -> Iterator[tuple[int, dict[bytes, bytes]]]:
-    """``(first line number, wanted fields)`` of each entry of a Journal Export stream."""
-    lineno = 0
-    first = 0
-    fields: dict[bytes, bytes] = {}
-    offset = 0
-    while True:
-        raw = f.readline()
-        if not raw:
-            break
-        lineno += 1
-        offset += len(raw)
-        if raw in (b"\n", b"\r\n"):
-            if first:
-                yield first, fields
-            first, fields = 0, {}
-            continue
-        if not first:
-            first = lineno
-        body = raw.rstrip(b"\n")
-        name, eq, value = body.partition(b"=")
-        if eq:
-            if name in _WANTED:
-                fields[name] = value
-            continue
-        # A binary-safe field: the name alone, then a little-endian uint64 length and the data.
-        size_bytes = f.read(8)
-        if len(size_bytes) < 8:
-            raise TruncatedInput(path, offset, f"journal field {name[:40]!r} cut short")
-        size = int.from_bytes(size_bytes, "little")
-        if size > MAX_FIELD:
-            raise TruncatedInput(path, offset, f"journal field {name[:40]!r} claims {size} bytes")
-        data = f.read(size)
-        end = f.read(1)
-        if len(data) < size or end != b"\n":
-            raise TruncatedInput(path, offset, f"journal field {name[:40]!r} cut short")
-        offset += 9 + size
-        lineno += data.count(b"\n") + 1
-        if name in _WANTED:
-            fields[name] = data
-    if first:
-        yield first, fields

@@ -1,6 +1,6 @@
-"""Syslog line headers: where the timestamp is, what it means in UTC, and where the message starts.
+"""How system log files frame their records: syslog headers and journald export entries.
 
-Four framings are recognised, by their first characters:
+Syslog lines come in four framings, told apart by their first characters:
 
 - **BSD** (RFC 3164 §4.1.2, the classic ``/var/log/*`` format):
   ``Nov 26 10:00:01 host message`` — optionally after a ``<PRI>`` when received raw from the
@@ -12,21 +12,27 @@ Four framings are recognised, by their first characters:
 - **Epoch** (the DShield pi/AWS sensor's ``/var/log/dshield.log``, written by its rsyslog
   template ``%timegenerated:::date-unixtimestamp%``): ``1764151201 host message``.
 
-:func:`parse_header` is the reference implementation; :func:`sql_header_stage1` and
-:func:`sql_header_stage2` are the same rules as DuckDB expressions for the vectorised reader
-(``ingest/iptables.py``), which hands every line they leave undecided to :func:`parse_header`.
+:func:`parse_header` is the reference implementation. :func:`sql_time` and friends are the same
+rules as DuckDB expressions for column-wise readers (``ingest/iptables.py``), which read a file
+with :func:`sql_lines`, hand every line the SQL leaves undecided to the Python path, find the
+line numbers of rejects with :func:`locate_lines` and number repeated lines with
+:class:`Occurrences`. :func:`journal_entries` splits ``journalctl -o export`` output.
 """
+
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import IO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from stormwatch.errors import TruncatedInput
 from stormwatch.events.batch import to_micros
 from stormwatch.ingest.base import RecordError, Source
 from stormwatch.ingest.normalize import epoch_micros, iso_micros
@@ -157,65 +163,34 @@ def _bad_month(name: str) -> int:
 
 
 # --- the same rules as DuckDB SQL --------------------------------------------------------------
-# Two SELECT-list stages over a column `line`. Every expression is NULL where the line needs the
-# Python path (parse_header): an unusual framing, a bad date, a long host name. The vectorised
-# reader sends such lines to parse_header, so both paths always agree (tests check this).
+# Expressions for the vectorised reader (ingest/iptables.py). Each is NULL where the line needs
+# the Python path (parse_header), which that reader then takes, so both paths always agree.
 
-SQL_BSD_SHAPE = r"[A-Z][a-z]{2} [ 0-3]\d \d\d:\d\d:\d\d "
-
-
-def sql_header_stage1() -> str:
-    """``c1`` (first character), ``tok1`` (first token: ISO/epoch time) and ``tok5424`` (the
-    time of a ``<P>1 `` line; one-digit PRI only, as the kernel facility always has)."""
-    return ("left(line, 1) AS c1, CASE WHEN po > 0 THEN split_part(left(line, 40), ' ', 1) END AS tok1, "
-            "CASE WHEN po > 0 AND left(line, 1) = '<' THEN split_part(substr(line, 6, 40), ' ', 1) END AS tok5424")
+SQL_BSD_SHAPE = r"[A-Z][a-z]{2} [ 0-3]\d \d\d:\d\d:\d\d "  # left(line, 16) of a BSD line
 
 
-def sql_header_stage2(clock: Clock) -> str:
-    """``ts0`` (the time, for BSD lines in :attr:`Clock.year`) and ``msg_at`` (1-based index
-    where the message starts), for candidate lines (``po > 0``) only."""
-    months = ", ".join(f"'{m}'" for m in MONTHS)
-    ts0 = f"""CASE
-      WHEN po = 0 THEN NULL
-      WHEN c1 BETWEEN 'A' AND 'Z' THEN
-        CASE WHEN left(line, 3) IN ({months}) AND regexp_full_match(left(line, 16), '{SQL_BSD_SHAPE}')
-             THEN try_strptime('{clock.year} ' || left(line, 15), '%Y %b %d %H:%M:%S') END
-      WHEN c1 BETWEEN '0' AND '9' AND substr(line, 5, 1) = '-' THEN
-        CASE WHEN regexp_full_match(tok1, '{ISO_PATTERN}')
-             THEN make_timestamp(epoch_us(try_cast(tok1 AS TIMESTAMPTZ))) END
-      WHEN c1 BETWEEN '0' AND '9' THEN
-        CASE WHEN regexp_full_match(tok1, '{EPOCH_PATTERN}')
-             THEN make_timestamp(CAST(round_even(CAST(tok1 AS DOUBLE) * 1000000, 0) AS BIGINT)) END
-      WHEN c1 = '<' AND substr(line, 3, 3) = '>1 ' THEN
-        CASE WHEN regexp_full_match(tok5424, '{ISO_PATTERN}')
-             THEN make_timestamp(epoch_us(try_cast(tok5424 AS TIMESTAMPTZ))) END
-    END"""
-    # BSD/ISO/epoch: the message follows the host name (the token after the time). RFC 5424:
-    # only `HOST APP - - - MSG` (no PROCID, MSGID or structured data) is decided here.
-    hs = "CASE WHEN c1 BETWEEN 'A' AND 'Z' THEN 17 ELSE length(tok1) + 2 END"
-    rest = "substr(line, 7 + length(tok5424), 80)"
-    dash = f"strpos({rest}, ' - - - ')"
-    msg_at = f"""CASE
-      WHEN po = 0 THEN NULL
-      WHEN c1 = '<' THEN
-        CASE WHEN substr(line, 3, 3) = '>1 ' AND {dash} > 3 AND left({rest}, 1) <> ' '
-                  AND substr({rest}, {dash} - 1, 1) <> ' '
-                  AND length(replace(left({rest}, {dash} - 1), ' ', '')) = {dash} - 2
-             THEN 13 + length(tok5424) + {dash} END
-      ELSE CASE WHEN strpos(substr(line, {hs}, 64), ' ') > 1
-                THEN ({hs}) + strpos(substr(line, {hs}, 64), ' ') END
-    END"""
-    return f"{ts0} AS ts0, {msg_at} AS msg_at"
+def sql_bsd_this_year(clock: Clock) -> str:
+    """SQL: a BSD line's time in :attr:`Clock.year` (NULL if that date does not exist). The
+    caller checks ``left(line, 16)`` against :data:`SQL_BSD_SHAPE`."""
+    return f"try_strptime('{clock.year} ' || left(line, 15), '%Y %b %d %H:%M:%S')"
 
 
-def sql_header_stage3(clock: Clock) -> str:
-    """``ts`` (TIMESTAMP, UTC): ``ts0``, or for a BSD line the year before when ``ts0`` is not a
-    date or lies after :attr:`Clock.latest` — the rule of :meth:`Clock.bsd_micros`."""
-    late = f"ts0 > TIMESTAMP '{clock.latest.isoformat(sep=' ')}'" if clock.latest else "false"
+def sql_time(clock: Clock, bsd: str, tok5424: str, tok: str) -> str:
+    """SQL: the TIMESTAMP (UTC) of a header. ``bsd`` is :func:`sql_bsd_this_year` (NULL for other
+    lines), ``tok5424`` an RFC 5424 TIMESTAMP ('' for other lines), ``tok`` the first token of an
+    ISO or epoch line. A BSD time goes back a year as in :meth:`Clock.bsd_micros`."""
     last_year = f"try_strptime('{clock.year - 1} ' || left(line, 15), '%Y %b %d %H:%M:%S')"
-    return (f"CASE WHEN c1 BETWEEN 'A' AND 'Z' AND (ts0 IS NULL OR {late}) "
-            f"AND left(line, 3) IN ({', '.join(repr(m) for m in MONTHS)}) "
-            f"AND regexp_full_match(left(line, 16), '{SQL_BSD_SHAPE}') THEN {last_year} ELSE ts0 END AS ts")
+    late = f"{bsd} > TIMESTAMP '{clock.latest.isoformat(sep=' ')}'" if clock.latest else "false"
+    months = ", ".join(f"'{m}'" for m in MONTHS)
+    iso = "make_timestamp(epoch_us(try_cast({} AS TIMESTAMPTZ)))"
+    return f"""CASE
+      WHEN {tok5424} <> '' THEN CASE WHEN regexp_full_match({tok5424}, '{ISO_PATTERN}') THEN {iso.format(tok5424)} END
+      WHEN left(line, 3) IN ({months}) THEN CASE WHEN {bsd} IS NULL OR {late} THEN {last_year} ELSE {bsd} END
+      WHEN left(line, 1) BETWEEN '0' AND '9' THEN
+        CASE WHEN regexp_full_match({tok}, '{ISO_PATTERN}') THEN {iso.format(tok)}
+             WHEN regexp_full_match({tok}, '{EPOCH_PATTERN}')
+             THEN make_timestamp(CAST(round_even(CAST({tok} AS DOUBLE) * 1000000, 0) AS BIGINT)) END
+    END"""
 
 
 # --- reading syslog files column-wise ------------------------------------------------------------
@@ -223,18 +198,22 @@ def sql_header_stage3(clock: Clock) -> str:
 BATCH_ROWS = 262_144  # lines per Arrow batch out of DuckDB (and per Chunk)
 
 
-def sql_lines(src: Source) -> str:
+def sql_lines(src: Source, *, keep_refused: bool = True) -> str:
     """DuckDB table expression with one VARCHAR column ``line`` per line of ``src``.
 
     A CSV read with a 0x01 delimiter and no quoting is DuckDB's fastest way to split text into
-    lines. Lines it refuses (invalid UTF-8, a 0x01 byte, over 2 MB) are left out and listed with
-    their line numbers in the connection's ``reject_errors`` table (``store_rejects``); an empty
-    line is a NULL ``line``. ``\\r\\n`` and a lone ``\\r`` end lines too."""
+    lines. Lines it refuses (invalid UTF-8, a 0x01 byte, over 2 MB) are left out and, with
+    ``keep_refused``, listed with their line numbers in the connection's ``reject_errors`` table
+    (``store_rejects``). An empty line is a NULL ``line``; ``\\r\\n`` and a lone ``\\r`` end lines
+    too."""
     path = src.path.replace("'", "''")
     compression = "gzip" if src.compression == "gzip" else "none"
+    refused = "store_rejects = true" if keep_refused else "ignore_errors = true"
     return (f"read_csv('{path}', columns = {{'line': 'VARCHAR'}}, delim = chr(1), quote = '', "
-            f"escape = '', header = false, auto_detect = false, compression = '{compression}', "
-            f"store_rejects = true)")
+            f"escape = '', header = false, auto_detect = false, compression = '{compression}', {refused})")
+
+
+SQL_NOT_BLANK = "line IS NOT NULL AND (left(line, 1) NOT IN (' ', chr(9)) OR trim(line, ' ' || chr(9)) <> '')"
 
 
 @dataclass
@@ -315,3 +294,47 @@ class Occurrences:
         idx = table.schema.get_field_index("key")
         keys = pc.replace_with_mask(column, pa.array(n > 0), repeats)
         return table.set_column(idx, table.schema.field(idx), keys)
+
+
+# --- journald export -----------------------------------------------------------------------------
+
+MAX_FIELD = 16 * 1024 * 1024  # a binary journal field claiming more than this is damage, not data
+
+
+def journal_entries(f: IO[bytes], path: str, wanted: frozenset[bytes]) -> Iterator[tuple[int, dict[bytes, bytes]]]:
+    """``(first line number, {field: value})`` of each entry of a Journal Export stream, with
+    only the ``wanted`` fields kept.
+
+    https://systemd.io/JOURNAL_EXPORT_FORMATS/: an entry is ``KEY=value`` lines ended by an empty
+    line; a value with a newline or binary data is written as ``KEY``, a newline, its length as
+    a little-endian 64-bit integer, the bytes and a newline. TruncatedInput when a binary value
+    is cut short (after the entries before it were yielded)."""
+    lineno = first = offset = 0
+    fields: dict[bytes, bytes] = {}
+    while raw := f.readline():
+        lineno += 1
+        offset += len(raw)
+        if raw in (b"\n", b"\r\n"):
+            if first:
+                yield first, fields
+            first, fields = 0, {}
+            continue
+        first = first or lineno
+        name, eq, value = raw.rstrip(b"\n").partition(b"=")
+        if eq:
+            if name in wanted:
+                fields[name] = value
+            continue
+        size_bytes = f.read(8)
+        size = int.from_bytes(size_bytes, "little")
+        if len(size_bytes) < 8 or size > MAX_FIELD:
+            raise TruncatedInput(path, offset, f"journal field {name[:40]!r} has no usable length")
+        data = f.read(size)
+        if len(data) < size or f.read(1) != b"\n":
+            raise TruncatedInput(path, offset, f"journal field {name[:40]!r} cut short")
+        offset += 9 + size
+        lineno += data.count(b"\n") + 1
+        if name in wanted:
+            fields[name] = data
+    if first:
+        yield first, fields

@@ -165,7 +165,8 @@ class Store:
                 n = cur.execute(
                     """INSERT INTO rejects
                     SELECT rid, source, line, format, reason, raw, $now FROM
-                      (SELECT md5_number(source || chr(0) || line::VARCHAR || chr(0) || coalesce(raw, '')) AS rid, * FROM _rej) r
+                      (SELECT md5_number(source || chr(0) || line::VARCHAR || chr(0) || coalesce(raw, ''))
+                       AS rid, * FROM _rej) r
                     WHERE rid NOT IN (SELECT reject_id FROM rejects)
                     QUALIFY row_number() OVER (PARTITION BY rid) = 1""",
                     {"now": _now()},
