@@ -40,6 +40,8 @@ from impacket import nmb, smb
 from impacket.dcerpc.v5 import srvs, transport
 from impacket.smbconnection import SMBConnection
 
+from stormwatch.ingest.base import source_for
+from stormwatch.ingest.spool import SensorSpoolReader
 from stormwatch.sensor.events_out import StoreFeed
 from stormwatch.sensor.payloads import PayloadStore
 from stormwatch.sensor.persona import Persona, generate
@@ -405,11 +407,14 @@ def test_cli_sensor_spools_stores_and_stops_on_sigterm(tmp_path: Path, monkeypat
     assert quiet[0]["service"] == "dcerpc" and quiet[-1]["reason"] == "shutdown"
     assert {r["sensor"] for r in records} == {"hp-cli"}
     assert (tmp_path / "state" / "persona.json").exists()
-    st = Store(db, read_only=True)
+    st = Store(db)
     try:
         n, exploits = st.con.execute("SELECT count(*), count(*) FILTER (WHERE event = 'exploit.attempt') "
                                      "FROM events").fetchone() or (0, 0)
+        assert (n, exploits) == (len(records), 1)
+        # `stormwatch ingest` of the same spool afterwards adds nothing: the same keys as the live feed
+        reread = [st.write_events(c.events).inserted for c in SensorSpoolReader().read(source_for(str(spool), "x"))]
+        assert sum(reread) == 0
     finally:
         st.close()
-    assert (n, exploits) == (len(records), 1)
 

@@ -14,9 +14,12 @@ import json
 import logging
 import os
 import random
+import re
 import socket
 import stat
+import tomllib
 from collections.abc import Awaitable, Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,7 +28,7 @@ import pytest
 from stormwatch.errors import TruncatedInput
 from stormwatch.ingest.base import source_for
 from stormwatch.ingest.spool import SensorSpoolReader
-from stormwatch.sensor.config import ConfigError, TransportLimits, load
+from stormwatch.sensor.config import ConfigError, TransportLimits, load, parse
 from stormwatch.sensor.events_out import BadRecord, StoreFeed, check_record
 from stormwatch.sensor.limits import ServerLimits, SessionLimits
 from stormwatch.sensor.outputs import Close, Emit, Output, Send
@@ -457,6 +460,19 @@ max_total_bytes = 1000000
     over = cfg.with_overrides(smb_port=0, host=None, sensor="other")
     assert over.ports["smb"] == 0 and over.host == "127.0.0.1" and over.sensor == "other"
     assert load(None).ports == {"smb": 445, "netbios-ssn": 139, "dcerpc": 135, "nbns": 137}
+
+
+def test_docs_configuration_reference_is_complete_and_valid() -> None:
+    """The TOML block of docs/sensor.md parses as a configuration, names every limit, and its
+    values are the defaults."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "sensor.md").read_text()
+    (block,) = [b for b in re.findall(r"```toml\n(.*?)```", doc, re.S) if "[limits]" in b]
+    cfg = parse(tomllib.loads(block), base=Path("/"))
+    assert cfg.limits == ServerLimits() and cfg.session_limits == SessionLimits()
+    assert cfg.transport_limits == TransportLimits()
+    for cls in (ServerLimits, SessionLimits, TransportLimits):
+        for f in fields(cls):
+            assert re.search(rf"^{f.name} = ", block, re.M), f"docs/sensor.md does not document {f.name}"
 
 
 @pytest.mark.parametrize(("text", "message"), [

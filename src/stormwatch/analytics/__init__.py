@@ -17,6 +17,7 @@ from stormwatch.analytics.ports import (
     top_ports,
     top_sources,
 )
+from stormwatch.analytics.rollup import refresh as refresh_rollup
 
 __all__ = [
     "DuckDBEngine",
@@ -29,6 +30,7 @@ __all__ = [
     "local_spark_session",
     "port_days",
     "port_history",
+    "refresh_rollup",
     "top_ports",
     "top_sources",
 ]

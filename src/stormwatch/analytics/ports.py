@@ -23,8 +23,8 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 from typing import Any, TypedDict
 
-from stormwatch.analytics import queries
-from stormwatch.analytics.engine import Engine, Param, Row
+from stormwatch.analytics import queries, rollup
+from stormwatch.analytics.engine import DuckDBEngine, Engine, Param, Row
 
 DECIMALS = 2
 SECONDS_PER_DAY = 86_400
@@ -109,7 +109,14 @@ def port_history(engine: Engine, port: int, since: date | None = None,
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"not a port number: {port!r}")
     params: dict[str, Param] = {**_day_range(since or EARLIEST, until or LATEST), "port": port}
-    return [_port_day(r) for r in engine.run(queries.PORT_HISTORY, params)]
+    if not isinstance(engine, DuckDBEngine):
+        return [_port_day(r) for r in engine.run(queries.PORT_HISTORY, params)]
+    # on the store: days the rollup holds current from it, the others live (same SQL, by day range)
+    rows = engine.run(queries.PORT_HISTORY_ROLLUP, params)
+    lo, hi = since or EARLIEST, until or LATEST
+    for first, last in _runs([d for d in rollup.stale_days(engine.store) if lo <= d <= hi]):
+        rows += engine.run(queries.PORT_HISTORY, {**_day_range(first, last), "port": port})
+    return sorted((_port_day(r) for r in rows), key=lambda r: r["day"])
 
 
 def top_sources(engine: Engine, day: date | None = None, since: date | None = None,
@@ -156,6 +163,17 @@ def _day_range(first: date, last: date) -> dict[str, Param]:
     end = (datetime.combine(last + timedelta(days=1), time()) if last < LATEST
            else datetime.combine(last, time.max))
     return {"start": start, "end": end}
+
+
+def _runs(days: list[date]) -> list[tuple[date, date]]:
+    """Sorted days as (first, last) runs of consecutive days."""
+    out: list[tuple[date, date]] = []
+    for d in days:
+        if out and out[-1][1] + timedelta(days=1) == d:
+            out[-1] = (out[-1][0], d)
+        else:
+            out.append((d, d))
+    return out
 
 
 def _limit(limit: int) -> int:

@@ -56,6 +56,18 @@ PORT_DAY: Final = _PORT_DAY.replace("{port_filter}", "") + "ORDER BY day, port\n
 PORT_HISTORY: Final = _PORT_DAY.replace("{port_filter}", "AND dst_port = {port}") + "ORDER BY day\n"
 """One port, one row per day that has records for it. Parameters: start, end, port."""
 
+PORT_HISTORY_ROLLUP: Final = """
+SELECT day, port, records, targets, sources, tcp_records, udp_records, first_seen, last_seen
+FROM port_day
+WHERE port = {port}
+  AND day >= CAST({start} AS DATE) AND day < CAST({end} AS DATE)
+  AND day IN (SELECT day FROM rollup_days)
+ORDER BY day
+"""
+"""PORT_HISTORY for the days the DuckDB store's rollup holds current
+(:mod:`stormwatch.analytics.rollup`); the other days are computed with PORT_HISTORY.
+Parameters: start, end, port."""
+
 
 def _top_ports(metric: str) -> str:
     return f"""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from stormwatch.analytics import DuckDBEngine, latest_day, port_history, top_ports, top_sources
+from stormwatch.analytics import DuckDBEngine, latest_day, port_history, refresh_rollup, top_ports, top_sources
 from stormwatch.cli.options import db_option, open_store
 from stormwatch.cli.output import render
 from stormwatch.cli.report_cmd import sources_rows
@@ -36,6 +36,7 @@ def demo(workdir: str, fresh: bool, db_path: str | None) -> None:
     with open_store(str(db)) as store:
         for path, sensor in zip(paths, SENSORS, strict=True):
             ingest_paths(store, [str(path)], sensor=sensor, on_summary=_echo)
+        refresh_rollup(store)
         eng = DuckDBEngine(store)
         day = latest_day(eng)
         assert day is not None

@@ -8,6 +8,7 @@ import sys
 import click
 
 from stormwatch import __version__
+from stormwatch.analytics import refresh_rollup
 from stormwatch.cli.demo_cmd import demo
 from stormwatch.cli.options import db_option, format_option, open_store, parse_day, parse_time
 from stormwatch.cli.output import render
@@ -43,6 +44,7 @@ def ingest(paths: tuple[str, ...], input_format: str | None, sensor: str | None,
         try:
             summaries = ingest_paths(store, paths, fmt=input_format, sensor=sensor,
                                      on_summary=None if output == "json" else _print_summary)
+            refresh_rollup(store)
         except StormwatchError as exc:
             raise click.ClickException(str(exc)) from exc
     if output == "json":

@@ -78,6 +78,12 @@ QUALIFY row_number() OVER (PARTITION BY event_id) = 1
 """
 
 
+# Days written to are no longer current in the port report's rollup.
+_MARK_STALE = """
+DELETE FROM rollup_days WHERE day IN (SELECT DISTINCT CAST(ts AS DATE) FROM _batch)
+"""
+
+
 class Store:
     """A stormwatch database: one DuckDB file (or ``:memory:``)."""
 
@@ -139,9 +145,11 @@ class Store:
                 cur.register("_batch", batch)
                 cur.execute("BEGIN TRANSACTION")
                 inserted = cur.execute(_INSERT_EVENTS, {"lo": lo.as_py(), "hi": hi.as_py()}).fetchall()[0][0]
+                if inserted:
+                    cur.execute(_MARK_STALE)
                 cur.execute("COMMIT")
             except duckdb.Error as exc:
-                _rollback(cur)
+                rollback(cur)
                 raise StoreError(f"writing {batch.num_rows} events to {self.path} failed: {exc}") from exc
             finally:
                 cur.close()
@@ -208,7 +216,8 @@ class Store:
         self.close()
 
 
-def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
+def rollback(cur: duckdb.DuckDBPyConnection) -> None:
+    """Roll back the open transaction of ``cur``, if any."""
     try:
         cur.execute("ROLLBACK")
     except duckdb.Error:  # no transaction open any more: nothing to undo

@@ -83,4 +83,29 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        4,
+        "create_port_day_rollup",
+        # The port report's per-(day, port) figures, kept by the analytics layer
+        # (stormwatch.analytics.rollup) from the same SQL the report runs. rollup_days lists the
+        # days whose rows are current; every write removes the days it touched from it, and
+        # readers compute every day not listed live, so a missing refresh never shows old figures.
+        """
+        CREATE TABLE port_day (
+            day         DATE    NOT NULL,
+            port        INTEGER NOT NULL,
+            records     BIGINT  NOT NULL,
+            targets     BIGINT  NOT NULL,
+            sources     BIGINT  NOT NULL,
+            tcp_records BIGINT  NOT NULL,
+            udp_records BIGINT  NOT NULL,
+            first_seen  TIMESTAMP NOT NULL,
+            last_seen   TIMESTAMP NOT NULL
+        );
+        CREATE TABLE rollup_days (
+            day          DATE PRIMARY KEY,
+            refreshed_at TIMESTAMP NOT NULL
+        );
+        """,
+    ),
 )
