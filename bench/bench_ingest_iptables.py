@@ -163,7 +163,8 @@ def main() -> int:
         with open(path) as f, open(subset, "w") as g:
             for _, line in zip(range(args.subset), f, strict=False):
                 g.write(line)
-        print(f"generated {args.lines:,} lines ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t0:.1f} s")
+        size = path.stat().st_size / 1e6
+        print(f"generated {args.lines:,} lines ({size:.0f} MB) in {time.perf_counter() - t0:.1f} s")
         src, sub = Source(str(path), "bench", None, YEAR), Source(str(subset), "bench", None, YEAR)
         reader = IptablesReader()
 
@@ -198,7 +199,7 @@ def main() -> int:
         t_store, n_store = best(args.runs, store_only)
         t_e2e, n_e2e = best(args.runs, e2e)
         events = sum(t.num_rows for t in tables)
-        del tables
+        tables.clear()
         rows = [
             ("baseline: regex loop + builder + store", args.subset, t_base),
             ("IptablesReader parse only (subset)", args.subset, t_sub),

@@ -108,6 +108,11 @@ def test_journalctl_short_iso(tmp_path: Path) -> None:
     assert _one(tmp_path, line)["ts"] == datetime(2026, 11, 26, 10, 0, 6)
 
 
+def test_journalctl_short_precise(tmp_path: Path) -> None:
+    line = f"Nov 26 10:00:06.250000 sensor kernel: DSHIELDINPUT {TCP4}"
+    assert _one(tmp_path, line)["ts"] == datetime(2026, 11, 26, 10, 0, 6, 250000)
+
+
 def test_dshield_pi_epoch_icmp(tmp_path: Path) -> None:
     line = (f"1764151204 pi kernel:[  987.654321] DSHIELDINPUT IN=eth0 OUT= {MAC} SRC=198.51.100.10 "
             "DST=192.0.2.10 LEN=84 TOS=0x00 PREC=0x00 TTL=52 ID=0 DF PROTO=ICMP TYPE=8 CODE=0 ID=1234 SEQ=1")

@@ -40,9 +40,9 @@ from impacket import nmb, smb
 from impacket.dcerpc.v5 import srvs, transport
 from impacket.smbconnection import SMBConnection
 
+from stormwatch.events.records import StoreFeed
 from stormwatch.ingest.base import source_for
 from stormwatch.ingest.spool import SensorSpoolReader
-from stormwatch.sensor.events_out import StoreFeed
 from stormwatch.sensor.payloads import PayloadStore
 from stormwatch.sensor.persona import Persona, generate
 from stormwatch.sensor.server import SensorServer

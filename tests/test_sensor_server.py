@@ -26,10 +26,10 @@ from typing import Any, ClassVar
 import pytest
 
 from stormwatch.errors import TruncatedInput
+from stormwatch.events.records import BadRecord, StoreFeed, check_record
 from stormwatch.ingest.base import source_for
 from stormwatch.ingest.spool import SensorSpoolReader
 from stormwatch.sensor.config import ConfigError, TransportLimits, load, parse
-from stormwatch.sensor.events_out import BadRecord, StoreFeed, check_record
 from stormwatch.sensor.limits import ServerLimits, SessionLimits
 from stormwatch.sensor.outputs import Close, Emit, Output, Send
 from stormwatch.sensor.payloads import PayloadStore

@@ -13,6 +13,7 @@ from stormwatch.cli.demo_cmd import demo
 from stormwatch.cli.options import db_option, format_option, open_store, parse_day, parse_time
 from stormwatch.cli.output import render
 from stormwatch.cli.report_cmd import report
+from stormwatch.cli.sensor_cmd import sensor
 from stormwatch.collector import IngestSummary, ingest_paths
 from stormwatch.errors import StormwatchError
 from stormwatch.ingest import FORMATS as INPUT_FORMATS
@@ -141,6 +142,7 @@ def export_lake_cmd(out_dir: str, since: str | None, db_path: str | None) -> Non
 
 cli.add_command(report)
 cli.add_command(demo)
+cli.add_command(sensor)
 
 
 def main() -> None:

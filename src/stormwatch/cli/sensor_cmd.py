@@ -25,8 +25,8 @@ import click
 
 from stormwatch.cli.options import db_option
 from stormwatch.errors import StormwatchError
+from stormwatch.events.records import BadRecord, StoreFeed
 from stormwatch.sensor.config import SensorConfig, load
-from stormwatch.sensor.events_out import BadRecord, StoreFeed
 from stormwatch.sensor.payloads import PayloadStore
 from stormwatch.sensor.persona import TEMPLATES, Persona, load_or_create
 from stormwatch.sensor.server import SensorServer

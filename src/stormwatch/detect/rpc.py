@@ -18,6 +18,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import numpy as np
+
 from stormwatch.detect import rules
 from stormwatch.detect.finding import Finding
 from stormwatch.protocols.dcerpc.calls import (
@@ -61,12 +63,8 @@ def _units(s: NdrString | None) -> int:
 def _non_text(s: NdrString) -> int:
     """UTF-16 units outside printable Latin-1 (shellcode, return addresses)."""
     raw = s.raw
-    n = 0
-    for i in range(0, len(raw) - 1, 2):
-        u = raw[i] | raw[i + 1] << 8
-        if u and (u < 0x20 or 0x7F <= u < 0xA0 or u > 0xFF):
-            n += 1
-    return n
+    u = np.frombuffer(raw, dtype="<u2", count=len(raw) // 2)
+    return int(np.count_nonzero((u != 0) & ((u < 0x20) | ((u >= 0x7F) & (u < 0xA0)) | (u > 0xFF))))
 
 
 def _traversal(s: NdrString) -> bool:

@@ -10,6 +10,7 @@ from stormwatch.ingest.dshield import DshieldJsonReader, DshieldTsvReader
 from stormwatch.ingest.iptables import IptablesJournalReader, IptablesReader
 from stormwatch.ingest.pcap import PcapReader
 from stormwatch.ingest.pf import PfReader
+from stormwatch.ingest.spool import SensorSpoolReader
 from stormwatch.ingest.suricata import SuricataEveReader
 from stormwatch.ingest.winfw import WindowsFirewallReader
 from stormwatch.ingest.zeek import ZeekConnReader
@@ -20,6 +21,7 @@ READERS: tuple[Reader, ...] = (
     ZeekConnReader(),
     WindowsFirewallReader(),
     BinetflowReader(),
+    SensorSpoolReader(),
     SuricataEveReader(),
     DshieldJsonReader(),
     IptablesJournalReader(),

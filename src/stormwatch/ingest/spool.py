@@ -5,7 +5,7 @@ object with the identity keys ``event``, ``ts`` (ISO 8601 UTC with ``Z``), ``sen
 ``session``, ``seq``, ``src_ip``, ``src_port``, ``dst_ip``, ``dst_port``, ``proto``, followed by
 the event type's own fields (catalogue: :mod:`stormwatch.events.sensor_types`).
 
-Key: ``<session>:<seq>`` (:func:`stormwatch.sensor.events_out.record_key`), the same key the live
+Key: ``<session>:<seq>`` (:func:`stormwatch.events.records.record_key`), the same key the live
 sensor gives the events it hands the store itself, so ingesting a spool the sensor already fed
 into the store — or a longer copy of a spool read before — adds nothing twice. The sensor name
 is the record's own (the sensor bound it); ``--sensor`` only fills in records without one.
@@ -25,8 +25,8 @@ import pyarrow as pa
 
 from stormwatch.errors import InputError, TruncatedInput
 from stormwatch.events import Reject, arrow_schema
+from stormwatch.events.records import BadRecord, StoreFeed
 from stormwatch.ingest.base import CHUNK_ROWS, Chunk, Reader, Source
-from stormwatch.sensor.events_out import BadRecord, StoreFeed
 
 FORMAT = "stormwatch-spool"
 _SNIFF_KEYS = ("event", "session", "seq", "sensor")

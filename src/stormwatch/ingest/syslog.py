@@ -2,9 +2,10 @@
 
 Syslog lines come in four framings, told apart by their first characters:
 
-- **BSD** (RFC 3164 §4.1.2, the classic ``/var/log/*`` format):
+- **BSD** (RFC 3164 §4.1.2, the classic ``/var/log/*`` format, ``journalctl -o short``):
   ``Nov 26 10:00:01 host message`` — optionally after a ``<PRI>`` when received raw from the
-  network. The timestamp has no year and no zone (see :class:`Clock`).
+  network, or with microseconds (``journalctl -o short-precise``). The timestamp has no year
+  and no zone (see :class:`Clock`).
 - **RFC 5424** (§6): ``<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD MSG``; the message
   starts after the structured data (``-`` or ``[...]`` elements).
 - **ISO** (rsyslog's ``RSYSLOG_FileFormat``, ``journalctl -o short-iso``/``short-iso-precise``):
@@ -41,7 +42,8 @@ MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", 
 _MONTH = {m: i for i, m in enumerate(MONTHS, 1)}
 
 _PRI = re.compile(r"<(\d{1,3})>")
-_BSD = re.compile(r"([A-Z][a-z]{2}) ([ 0-3]\d) (\d\d):(\d\d):(\d\d) ")
+# `journalctl -o short-precise` adds microseconds to the BSD time.
+_BSD = re.compile(r"([A-Z][a-z]{2}) ([ 0-3]\d) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))? ")
 # The accepted spellings are exactly the ones the SQL path checks with the same patterns.
 ISO_PATTERN = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:?\d\d)?"
 EPOCH_PATTERN = r"\d{9,10}(?:\.\d{1,6})?"
@@ -101,8 +103,9 @@ def parse_header(line: str, clock: Clock) -> tuple[int, int]:
             return _rfc5424(line, pos + 2)
     m = _BSD.match(line, pos)
     if m:
-        mon, day, hh, mi, ss = m.groups()
+        mon, day, hh, mi, ss, frac = m.groups()
         ts = clock.bsd_micros(_MONTH.get(mon, 0) or _bad_month(mon), int(day), int(hh), int(mi), int(ss))
+        ts += int(frac.ljust(6, "0")) if frac else 0
     elif pos == 0 and (m := _ISO.match(line)):
         ts = iso_micros(m.group()[:-1])
     elif pos == 0 and (m := _EPOCH.match(line)):

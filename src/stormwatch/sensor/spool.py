@@ -14,7 +14,7 @@ Line layout (keys in this order, then the type's own fields; ``None`` values are
      "proto":"tcp","dialects":["NT LM 0.12"],"dialect":"NT LM 0.12",...}
 
 ``session`` + ``seq`` identify an event for good (session ids are 128 random bits), which is what
-makes re-reading a spool into the store idempotent (:mod:`stormwatch.sensor.events_out`).
+makes re-reading a spool into the store idempotent (:mod:`stormwatch.events.records`).
 Strings are written with ``ensure_ascii``: attacker bytes that decoded to odd code points end up
 as ``\\uXXXX`` escapes, never as raw control characters in the file.
 

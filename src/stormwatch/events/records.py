@@ -26,7 +26,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from stormwatch.events import EventBatchBuilder, FieldType, event_type
+from stormwatch.events.batch import EventBatchBuilder
+from stormwatch.events.catalogue import event_type
+from stormwatch.events.fields import FieldType
 
 # The identity keys every spooled record has; everything else is the event type's own fields.
 _IDENTITY = ("event", "ts", "sensor", "session", "seq", "src_ip", "src_port", "dst_ip", "dst_port", "proto")
