@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
+DEMO_STAMP := $(VENV)/.installed-demo
 DEMO_DB ?= var/demo.duckdb
 
 .PHONY: install install-dev demo test lint bench clean
@@ -20,11 +21,15 @@ $(DEV_STAMP): pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@ $(RUN_STAMP)
 
+$(DEMO_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install -q -e '.[demo]'
+	touch $@ $(RUN_STAMP)
+
 install: $(RUN_STAMP)
 install-dev: $(DEV_STAMP)
 
-## make demo: create the environment, install, run the main job end to end on DuckDB
-demo: $(RUN_STAMP)
+## make demo: create the environment, install (with impacket, the bots' client), run the main job end to end
+demo: $(DEMO_STAMP)
 	$(BIN)/stormwatch demo --db $(DEMO_DB) --workdir var/demo
 
 ## make test: lint, type-check, then the test suite
