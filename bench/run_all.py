@@ -23,6 +23,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "port_report": ("bench_port_report.py", [], ["--rows", "1M"]),
     "sensor_sessions": ("bench_sensor_sessions.py", [], ["--seconds", "3"]),
     "sensor_idle": ("bench_sensor_idle.py", [], ["--connections", "2000"]),
+    "replay": ("bench_replay.py", [], ["--copies", "5", "--runs", "1"]),
 }
 
 

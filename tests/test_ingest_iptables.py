@@ -35,7 +35,7 @@ from stormwatch.ingest.iptables import (
     is_blank,
     parse_syslog_line,
 )
-from stormwatch.ingest.syslog import Clock
+from stormwatch.ingest.syslog import Clock, Occurrences
 from stormwatch.store import Store
 
 R = IptablesReader()
@@ -66,8 +66,15 @@ def _read(reader: Any, src: Source) -> tuple[list[dict[str, Any]], list[Reject],
 
 
 def _one(tmp_path: Path, line: str, year: int = 2026) -> dict[str, Any]:
-    rows, rejects, read, skipped = _read(R, Source(str(_write(tmp_path / "one.log", [line])), "s1", None, year))
+    """The event of a one-line file, checked against the reference parser's."""
+    src = Source(str(_write(tmp_path / "one.log", [line])), "s1", None, year)
+    rows, rejects, read, skipped = _read(R, src)
     assert (len(rows), rejects, read, skipped) == (1, [], 1, 0)
+    got = parse_syslog_line(line, Clock.for_source(src))
+    assert got is not None
+    ref = EventBatchBuilder("s1")
+    ref.add("fw.connection", got[0], line, **got[1])
+    assert ref.take().to_pylist()[0].items() <= rows[0].items()
     return rows[0]
 
 
@@ -273,7 +280,7 @@ def _random_line(r: random.Random) -> str:
         body += f"TC=0 HOPLIMIT={r.randint(1, 255)} FLOWLBL={r.randint(0, 9999)} {odd('', 'TTL=3 ')}"
     else:
         flags4 = r.choice(["", "DF ", "CE DF ", "MF "])
-        body += f"TOS=0x10 PREC=0x00 TTL={r.randint(1, 255)} ID={r.randint(0, 65535)} {flags4}"
+        body += f"{odd('TOS=0x10', 'TTL=9', 'X=1')} PREC=0x00 TTL={r.randint(1, 255)} ID={r.randint(0, 65535)} {flags4}"
     proto = odd(r.choice(["TCP", "TCP", "UDP", "ICMPv6" if six else "ICMP"]), "47", "SCTP", "UDPLITE")
     port = odd(str(r.randint(0, 65535)), "65536", "x", "007", "")
     if proto == "TCP":
@@ -331,6 +338,17 @@ def test_vectorised_output_equals_the_reference_parser(tmp_path: Path, seed: int
     con.execute("SET TimeZone = 'UTC'")
     decided = con.sql(f"SELECT count(*) FILTER (st = 0) FROM ({build_query(src, Clock.for_source(src))})").fetchall()
     assert decided[0][0] > len(want) // 2
+
+
+def test_occurrences_are_numbered_across_adjacent_batches() -> None:
+    def batch(*keys: str) -> tuple[pa.Table, Any]:
+        hashes = duckdb.sql(f"SELECT hash(k) AS h FROM (VALUES {', '.join(f'({k!r})' for k in keys)}) t(k)")
+        return pa.table({"key": list(keys)}), hashes.to_arrow_table().column("h").to_numpy()
+
+    occ = Occurrences()
+    keys = [occ.apply(*batch(*b)).column("key").to_pylist() for b in (("a", "b", "a"), ("a", "c"), ("c", "d"), ("a",))]
+    # "a" is numbered on into the next batch; "a" two batches later is left to the store.
+    assert keys == [["a", "b", "a\x001"], ["a\x002", "c"], ["c\x001", "d"], ["a"]]
 
 
 # --- journald export -----------------------------------------------------------------------------

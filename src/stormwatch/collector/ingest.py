@@ -61,6 +61,7 @@ def _ingest_one(store: Store, writer: BatchWriter, path: str, fmt: str | None,
     started = datetime.now(UTC).replace(tzinfo=None)
     summary = IngestSummary(path, fmt)
     before = _copy(writer.flush())
+    src = None
     try:
         src = source_for(path, sensor)
         reader = reader_for(fmt) if fmt else detect(src)
@@ -74,6 +75,12 @@ def _ingest_one(store: Store, writer: BatchWriter, path: str, fmt: str | None,
             store.write_rejects(chunk.rejects)
     except InputError as exc:
         summary.error = str(exc)
+    if src is not None and summary.format == "pcap":  # and its SMB/DCE-RPC through the sensor's detectors
+        from stormwatch.collector.replay import payload_dir_beside, replay_capture
+
+        for events in replay_capture(src, payload_dir_beside(store.path)):
+            _widen(summary, events)
+            writer.put(events)
     after = writer.flush()
     summary.accepted = after.inserted - before.inserted
     summary.duplicates = after.duplicates - before.duplicates

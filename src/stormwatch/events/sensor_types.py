@@ -17,7 +17,8 @@ SESSION_CONNECT = EventType("session.connect", 1, "A client connected to one of 
 ))
 
 SESSION_CLOSED = EventType("session.closed", 1, "A session ended; the last event of every session.", (
-    Field("reason", _S, "Why: `client` (peer closed), `idle`, `lifetime`, `anomaly`, `limit`, `shutdown`."),
+    Field("reason", _S, "Why: `client` (peer closed), `idle`, `lifetime`, `anomaly`, `limit`, `shutdown`; in "
+          "capture replay also `server` (the captured server closed) and `capture_end`."),
     Field("duration", _F, "Seconds from connect to close."),
     Field("bytes_in", _I, "Bytes received from the client."),
     Field("bytes_out", _I, "Bytes sent to the client."),
@@ -25,7 +26,9 @@ SESSION_CLOSED = EventType("session.closed", 1, "A session ended; the last event
 
 SESSION_ANOMALY = EventType("session.anomaly", 1, "Input the codecs could not accept or a limit that was "
                             "hit (in the spirit of Zeek's weird.log); the session is closed after it.", (
-    Field("kind", _S, "Named anomaly, e.g. `malformed_smb1`, `andx_depth_exceeded`, `frame_too_large`."),
+    Field("kind", _S, "Named anomaly: `malformed_<protocol>` (e.g. `malformed_smb1`), `smb_protocol_order`, "
+          "`smb2_unsupported`, `nbss_unexpected_type`, `capture_gap` (replay), `internal_error`, or the "
+          "`max_*` limit that was hit."),
     Field("detail", _S, "Human-readable detail (field and offset when known)."),
     Field("field", _S, "Protocol field at fault, when known."),
     Field("offset", _I, "Byte offset of the fault within the message, when known."),

@@ -272,8 +272,7 @@ class Occurrences:
         """``table`` (with a ``key`` column) with suffixes on repeated keys."""
         if len(hashes) == 0:
             return table
-        order = np.argsort(hashes, kind="stable")
-        ordered = hashes[order]
+        ordered = np.sort(hashes)
         starts = np.ones(len(ordered), bool)
         starts[1:] = ordered[1:] != ordered[:-1]
         firsts = np.flatnonzero(starts)
@@ -287,6 +286,8 @@ class Occurrences:
         self._totals = base + np.diff(np.append(firsts, len(ordered)))
         if len(firsts) == len(ordered) and not base.any():
             return table  # the common case: no line repeated
+        # Number each row within its group of equal hashes, in file order (a stable sort).
+        order = np.argsort(hashes, kind="stable")
         group = np.cumsum(starts) - 1
         n_sorted = base[group] + (np.arange(len(ordered)) - firsts[group])
         n = np.empty_like(n_sorted)

@@ -113,6 +113,23 @@ _VERSION = Layout("NTLMSSP VERSION", "<", (
     ("major", "B"), ("minor", "B"), ("build", "H"), ("reserved", "3s"), ("revision", "B")))
 _AV_HEADER = Layout("NTLMSSP AV_PAIR", "<", (("id", "H"), ("length", "H")))
 
+# Flag bits as plain ints for the per-logon paths: an IntFlag operation builds an enum member each
+# time (negotiate_flags made fifteen of them).
+_UNICODE = int(Flag.NEGOTIATE_UNICODE)
+_OEM = int(Flag.NEGOTIATE_OEM)
+_VERSION_FLAG = int(Flag.NEGOTIATE_VERSION)
+_LM_KEY = int(Flag.NEGOTIATE_LM_KEY)
+_ESS = int(Flag.NEGOTIATE_EXTENDED_SESSIONSECURITY)
+_ALWAYS = int(Flag.NEGOTIATE_NTLM | Flag.NEGOTIATE_TARGET_INFO)
+_ECHOED = int(Flag.REQUEST_TARGET | Flag.NEGOTIATE_SIGN | Flag.NEGOTIATE_SEAL | Flag.NEGOTIATE_ALWAYS_SIGN
+              | Flag.NEGOTIATE_128 | Flag.NEGOTIATE_56 | Flag.NEGOTIATE_KEY_EXCH
+              | Flag.NEGOTIATE_EXTENDED_SESSIONSECURITY | Flag.NEGOTIATE_IDENTIFY | Flag.NEGOTIATE_DATAGRAM)
+_TARGET_TYPE_DOMAIN = int(Flag.TARGET_TYPE_DOMAIN)
+_TARGET_TYPE_SERVER = int(Flag.TARGET_TYPE_SERVER)
+#: AUTHENTICATE_MESSAGE payload fields in wire order: (name, index of its length, of its offset)
+#: in the unpacked fixed part.
+_AUTH_FIELDS = tuple((name, 3 * i, 3 * i + 2) for i, name in enumerate(("lm", "nt", "domain", "user", "ws", "key")))
+
 NTLMSSP_REVISION_W2K3 = 0x0F
 
 
@@ -294,7 +311,7 @@ def parse_negotiate(buf: bytes) -> Negotiate:
     domain_raw = _payload(buf, d_len, d_off, what)
     ws_raw = _payload(buf, w_len, w_off, what)
     first = _first_offset((d_len, d_off), (w_len, w_off))
-    version = _version_at(buf, 32) if flags & Flag.NEGOTIATE_VERSION and first >= 40 else None
+    version = _version_at(buf, 32) if flags & _VERSION_FLAG and first >= 40 else None
     # [MS-NLMP] 2.2.1.1: these two are OEM strings whatever the Unicode flag says.
     return Negotiate(flags, domain_raw.decode("latin-1") if d_len else None,
                      ws_raw.decode("latin-1") if w_len else None, version)
@@ -353,13 +370,13 @@ def parse_authenticate(buf: bytes) -> Authenticate:
     what = "NTLMSSP AUTHENTICATE_MESSAGE"
     buf = bytes(buf)
     _prefix(buf, AUTHENTICATE_MESSAGE, what)
-    f = _AUTHENTICATE.unpack_dict(buf, 12)
-    flags = f["flags"]
-    unicode = bool(flags & Flag.NEGOTIATE_UNICODE)
-    fields = {name: _payload(buf, f[f"{name}_len"], f[f"{name}_off"], what)
-              for name in ("lm", "nt", "domain", "user", "ws", "key")}
-    first = _first_offset(*((f[f"{n}_len"], f[f"{n}_off"]) for n in ("lm", "nt", "domain", "user", "ws", "key")))
-    version = _version_at(buf, 64) if flags & Flag.NEGOTIATE_VERSION and first >= 72 else None
+    f = _AUTHENTICATE.unpack(buf, 12)
+    flags = f[-1]
+    unicode = bool(flags & _UNICODE)
+    fields = {name: _payload(buf, f[n], f[o], what) for name, n, o in _AUTH_FIELDS}
+    offsets = {name: f[o] for name, _, o in _AUTH_FIELDS}
+    first = _first_offset(*((f[n], f[o]) for _, n, o in _AUTH_FIELDS))
+    version = _version_at(buf, 64) if flags & _VERSION_FLAG and first >= 72 else None
     mic = buf[72:88] if first >= 88 and len(buf) >= 88 else None
     nt = fields["nt"]
     client_info = client_ts = None
@@ -373,9 +390,9 @@ def parse_authenticate(buf: bytes) -> Authenticate:
             client_info = None  # the names above are still worth recording; the blob is not ours to judge
     return Authenticate(
         flags=flags,
-        user=_text(fields["user"], unicode, what, "UserName", f["user_off"]),
-        domain=_text(fields["domain"], unicode, what, "DomainName", f["domain_off"]),
-        workstation=_text(fields["ws"], unicode, what, "Workstation", f["ws_off"]),
+        user=_text(fields["user"], unicode, what, "UserName", offsets["user"]),
+        domain=_text(fields["domain"], unicode, what, "DomainName", offsets["domain"]),
+        workstation=_text(fields["ws"], unicode, what, "Workstation", offsets["ws"]),
         lm_response=fields["lm"], nt_response=nt, session_key=fields["key"],
         version=version, mic=mic, client_info=client_info, client_timestamp=client_ts)
 
@@ -396,18 +413,15 @@ def negotiate_flags(client_flags: int, identity: ServerIdentity) -> int:
     signing, sealing, key-size, key-exchange and session-security choices echoed; LM_KEY dropped
     when extended session security is chosen (the two are exclusive); the target type from the
     persona; VERSION if the persona has one."""
-    f = Flag
-    echoed = (f.REQUEST_TARGET | f.NEGOTIATE_SIGN | f.NEGOTIATE_SEAL | f.NEGOTIATE_ALWAYS_SIGN | f.NEGOTIATE_128
-              | f.NEGOTIATE_56 | f.NEGOTIATE_KEY_EXCH | f.NEGOTIATE_EXTENDED_SESSIONSECURITY
-              | f.NEGOTIATE_IDENTIFY | f.NEGOTIATE_DATAGRAM)
-    flags = int(f.NEGOTIATE_NTLM | f.NEGOTIATE_TARGET_INFO) | client_flags & echoed
-    oem_only = client_flags & f.NEGOTIATE_OEM and not client_flags & f.NEGOTIATE_UNICODE
-    flags |= f.NEGOTIATE_OEM if oem_only else f.NEGOTIATE_UNICODE
-    if client_flags & f.NEGOTIATE_LM_KEY and not flags & f.NEGOTIATE_EXTENDED_SESSIONSECURITY:
-        flags |= f.NEGOTIATE_LM_KEY
-    flags |= f.TARGET_TYPE_DOMAIN if identity.domain_joined else f.TARGET_TYPE_SERVER
+    client_flags = int(client_flags)
+    flags = _ALWAYS | client_flags & _ECHOED
+    oem_only = client_flags & _OEM and not client_flags & _UNICODE
+    flags |= _OEM if oem_only else _UNICODE
+    if client_flags & _LM_KEY and not flags & _ESS:
+        flags |= _LM_KEY
+    flags |= _TARGET_TYPE_DOMAIN if identity.domain_joined else _TARGET_TYPE_SERVER
     if identity.version is not None:
-        flags |= f.NEGOTIATE_VERSION
+        flags |= _VERSION_FLAG
     return flags
 
 
@@ -438,7 +452,7 @@ def build_challenge(client_flags: int, server_challenge: bytes, identity: Server
     if len(server_challenge) != 8:
         raise ValueError("server_challenge must be 8 bytes")
     flags = negotiate_flags(client_flags, identity)
-    unicode = bool(flags & Flag.NEGOTIATE_UNICODE)
+    unicode = bool(flags & _UNICODE)
     name = identity.nb_domain if identity.domain_joined else identity.nb_computer
     target = name.encode("utf-16-le") if unicode else name.encode("latin-1", "replace")
     info = build_av_pairs(identity, timestamp)

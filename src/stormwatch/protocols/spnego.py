@@ -24,7 +24,9 @@ Only definite lengths of up to 4 octets and low tag numbers are accepted (DER, [
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from stormwatch.protocols import ntlmssp
 from stormwatch.protocols.errors import MalformedMessage, NeedMoreData, ProtocolError
@@ -66,25 +68,24 @@ def _ctx(n: int) -> int:
 
 
 # ---------------------------------------------------------------------------------- DER reading
-@dataclass(frozen=True, slots=True)
-class _Tlv:
+class _Tlv(NamedTuple):  # a tuple: a dozen are made per logon, and a frozen dataclass costs 3x more
     tag: int      # the identifier octet, whole (class, constructed bit and low tag number)
     start: int    # offset of the content
     end: int      # offset after the content
+
+
+def _overrun(outermost: bool, what: str, needed: int, field: str, at: int, detail: str) -> ProtocolError:
+    if outermost:
+        return NeedMoreData(what, needed)
+    return MalformedMessage(what, field, at, detail)
 
 
 def _read_tlv(buf: bytes, offset: int, limit: int, what: str, outermost: bool = False) -> _Tlv:
     """One DER element at ``offset`` that must end by ``limit``. The outermost element running
     past the buffer is a cut message (NeedMoreData); an inner one running past its container is
     a malformed one."""
-
-    def overrun(needed: int, field: str, at: int, detail: str) -> ProtocolError:
-        if outermost:
-            return NeedMoreData(what, needed)
-        return MalformedMessage(what, field, at, detail)
-
     if offset + 2 > limit:
-        raise overrun(offset + 2, "tag", offset, "element header overruns its container")
+        raise _overrun(outermost, what, offset + 2, "tag", offset, "element header overruns its container")
     tag, first = buf[offset], buf[offset + 1]
     if tag & 0x1F == 0x1F:
         raise MalformedMessage(what, "tag", offset, "high tag numbers are not used by SPNEGO")
@@ -98,12 +99,13 @@ def _read_tlv(buf: bytes, offset: int, limit: int, what: str, outermost: bool = 
         if count > 4:
             raise MalformedMessage(what, "length", offset + 1, f"{count}-octet length")
         if pos + count > limit:
-            raise overrun(pos + count, "length", offset + 1, "length octets overrun the container")
+            raise _overrun(outermost, what, pos + count, "length", offset + 1,
+                           "length octets overrun the container")
         length = int.from_bytes(buf[pos:pos + count], "big")
         pos += count
     end = pos + length
     if end > limit:
-        raise overrun(end, "length", offset + 1, f"element of {length} bytes overruns its container")
+        raise _overrun(outermost, what, end, "length", offset + 1, f"element of {length} bytes overruns its container")
     return _Tlv(tag, pos, end)
 
 
@@ -132,22 +134,32 @@ def _children(buf: bytes, seq: _Tlv, what: str) -> dict[int, _Tlv]:
 
 def _oid(buf: bytes, tlv: _Tlv, what: str) -> str:
     """[X.690] 8.19 OBJECT IDENTIFIER, minimal base-128 arcs."""
-    raw = buf[tlv.start:tlv.end]
+    raw = bytes(buf[tlv.start:tlv.end])
     if not raw or len(raw) > MAX_OID_OCTETS:
         raise MalformedMessage(what, "OID", tlv.start, f"{len(raw)} octets")
+    decoded = _oid_text(raw)
+    if isinstance(decoded, str):
+        return decoded
+    at, detail = decoded
+    raise MalformedMessage(what, "OID", tlv.start + at, detail)
+
+
+@functools.lru_cache(maxsize=256)  # the same few mechanism OIDs in every logon
+def _oid_text(raw: bytes) -> str | tuple[int, str]:
+    """The dotted form of an OID's content octets, or (offset in ``raw``, why it is malformed)."""
     arcs: list[int] = []
     value = 0
     fresh = True
     for i, octet in enumerate(raw):
         if fresh and octet == 0x80:
-            raise MalformedMessage(what, "OID", tlv.start + i, "non-minimal arc")
+            return i, "non-minimal arc"
         value = value << 7 | octet & 0x7F
         fresh = not octet & 0x80
         if fresh:
             arcs.append(value)
             value = 0
     if not fresh:
-        raise MalformedMessage(what, "OID", tlv.end - 1, "last arc unfinished")
+        return len(raw) - 1, "last arc unfinished"
     first = min(arcs[0] // 40, 2)
     return ".".join(str(a) for a in (first, arcs[0] - 40 * first, *arcs[1:]))
 
@@ -174,6 +186,7 @@ def _tlv(tag: int, content: bytes) -> bytes:
     return bytes((tag, 0x80 | size)) + n.to_bytes(size, "big") + content
 
 
+@functools.lru_cache(maxsize=64)  # our own few OIDs, encoded in every negotiate and logon answer
 def encode_oid(dotted: str) -> bytes:
     """The DER encoding (tag, length, arcs) of a dotted OID."""
     arcs = [int(a) for a in dotted.split(".")]
@@ -326,6 +339,7 @@ def build_neg_token_init(mech_types: tuple[str, ...] = (NTLMSSP_OID,), *, mech_t
     return _tlv(_APPLICATION_0, encode_oid(SPNEGO_OID) + _tlv(_NEG_TOKEN_INIT, _tlv(_SEQUENCE, body)))
 
 
+@functools.lru_cache(maxsize=16)  # the same token in every negotiate response of a persona
 def build_neg_token_init_hint(mech_types: tuple[str, ...] = (NTLMSSP_OID,), hint: bool = True) -> bytes:
     """The server's initial token for the SMB1 extended-security negotiate response and the SMB2
     NEGOTIATE response SecurityBuffer ([MS-SMB2] 3.3.5.4, [MS-SPNG] 2.2.1)."""
@@ -353,6 +367,7 @@ def accept_incomplete(ntlm_challenge: bytes, mech: str = NTLMSSP_OID) -> bytes:
     return build_neg_token_resp(ACCEPT_INCOMPLETE, mech, ntlm_challenge)
 
 
+@functools.lru_cache(maxsize=1)
 def accept_completed() -> bytes:
     """The last session-setup answer: ``a1 07 30 05 a0 03 0a 01 00`` as Windows sends it."""
     return build_neg_token_resp(ACCEPT_COMPLETED)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stormwatch.detect.finding import Finding
 from stormwatch.protocols.errors import MalformedMessage, NeedMoreData, ProtocolError
@@ -22,6 +22,9 @@ from stormwatch.protocols.smb1 import WEIRD_ANDX_DEPTH, to_filetime
 from stormwatch.sensor.limits import SessionLimits
 from stormwatch.sensor.outputs import Emit, Output, Send
 from stormwatch.sensor.persona import Persona
+
+if TYPE_CHECKING:
+    from stormwatch.sensor.replay_ids import ReplayIds
 
 
 class Abort(Exception):
@@ -73,6 +76,8 @@ class Context:
         self.open_files = 0
         self.bytes_kept = 0
         self._next_fid = 0x4000 + rng.randrange(0x1000)  # Windows hands out FIDs like 0x4000+
+        #: Set when the session replays a capture: the captured server's ids (:mod:`.replay_ids`).
+        self.replay: ReplayIds | None = None
 
     # -- outputs -------------------------------------------------------------------------------
 
@@ -82,6 +87,8 @@ class Context:
     def reply(self, message: bytes) -> None:
         """Send one protocol message, framed for the transport."""
         self.out.append(Send(self.frame(message)))
+        if self.replay is not None:
+            self.replay.ours(message)
 
     def send_raw(self, data: bytes) -> None:
         """Send bytes that carry their own framing (DCE/RPC on TCP 135)."""

@@ -12,7 +12,10 @@ Safety rules (DESIGN.md, "Safety rules of the sensor"):
   hashed (the event keeps ``payload_sha256`` and ``payload_size``) but not written.
 
 Writes go to a temporary file in the same directory and are renamed into place, so a reader never
-sees half a payload, and the same payload seen twice is written once.
+sees half a payload, and the same payload seen twice is written once. The hashes of the payloads
+known to be stored are remembered (up to :data:`KNOWN_MAX`), so a worm sending the same shellcode
+a thousand times a second costs one hash each time, not a file-system look-up: a payload file
+deleted while the sensor runs is therefore written again only once that memory has been reset.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +31,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PAYLOAD = 4 << 20  # bytes of one payload (the session keeps at most 4 MiB anyway)
 DEFAULT_MAX_TOTAL = 1 << 30  # bytes of the whole store
+KNOWN_MAX = 1 << 16  # hashes of stored payloads remembered (64 hex digits each: a few MiB at most)
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -49,10 +55,11 @@ class PayloadStore:
         self.max_total = max_total
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.total = self._measure()
+        self._known: set[str] = set()  # hashes whose file is known to be in place
 
     def path_for(self, sha256: str) -> Path:
         """Where the payload with this hash lives (``sha256`` must be 64 lower-case hex digits)."""
-        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        if _SHA256_HEX.fullmatch(sha256) is None:
             raise ValueError(f"not a SHA-256 hex digest: {sha256[:80]!r}")
         return self.directory / sha256[:2] / sha256
 
@@ -60,8 +67,11 @@ class PayloadStore:
         """Hash ``data`` and store it unless a limit says no."""
         digest = hashlib.sha256(data).hexdigest()
         size = len(data)
+        if digest in self._known:
+            return Kept(digest, size, True)
         path = self.path_for(digest)
         if path.exists():
+            self._remember(digest)
             return Kept(digest, size, True)
         if size > self.max_payload:
             return Kept(digest, size, False, f"larger than max_payload ({self.max_payload})")
@@ -80,7 +90,13 @@ class PayloadStore:
             log.error("payload store %s: cannot write %s: %s", self.directory, digest, exc)
             return Kept(digest, size, False, f"write failed: {exc.strerror or exc}")
         self.total += size
+        self._remember(digest)
         return Kept(digest, size, True)
+
+    def _remember(self, digest: str) -> None:
+        if len(self._known) >= KNOWN_MAX:
+            self._known.clear()  # forgetting costs a stat per payload, never a wrong answer
+        self._known.add(digest)
 
     def _measure(self) -> int:
         total = 0

@@ -16,6 +16,11 @@ did reach the pipe), so an exploit that sends its call twice (Metasploit's ms06_
 to send both (and both are recorded: the endpoint keeps decoding what reaches the dead pipe); a
 transceive of it stays unanswered. On TCP 135 IActivation::RemoteActivation is
 answered with a fault whatever it carries (RPCSS survives MS03-026's probes there).
+
+Replaying a capture (``Context.replay`` set, :mod:`.replay_ids`): a pipe opened before the capture
+began is :data:`UNKNOWN_PIPE`, on which any interface Windows serves through some pipe may be
+bound; and a request on a context the endpoint refused is still named and judged — the client
+went on with it, so the captured server had accepted it — though still answered with a fault.
 """
 
 from __future__ import annotations
@@ -49,6 +54,9 @@ TCP_ENDPOINT = "epmapper"
 TCP_MAX_FRAG = 5840  # what Windows offers over TCP in bind_ack
 MIN_CLIENT_FRAG = 128  # a smaller max_recv_frag would make us cut answers into confetti
 MAX_QUEUED_MESSAGES = 4096
+#: Replay only: the name of a pipe opened before the capture began (never a real pipe name: those
+#: are checked against KNOWN_PIPES before they are opened).
+UNKNOWN_PIPE = "?"
 
 
 class PipeEndpoint:
@@ -63,6 +71,7 @@ class PipeEndpoint:
             max_frag_length=min(limits.max_frame, 65535), max_fragments=limits.max_dcerpc_fragments,
             max_stub_bytes=limits.max_stub_bytes))
         self.contexts: dict[int, SyntaxId] = {}
+        self.proposed: dict[int, SyntaxId] = {}  # replay only: every context a bind proposed
         self.messages: deque[bytes] = deque()
         self.crashed = False
         self.assoc_group = 0
@@ -122,6 +131,8 @@ class PipeEndpoint:
             self.messages.popleft()
 
     def _supported(self, syntax: SyntaxId) -> bool:
+        if self.pipe == UNKNOWN_PIPE:
+            return supports(syntax)
         return supports(syntax, self.pipe if self.pipe is not None else TCP_ENDPOINT)
 
     def _pdu(self, pdu: Pdu) -> None:
@@ -140,6 +151,8 @@ class PipeEndpoint:
             accepted = result.result == 0
             if accepted:
                 self.contexts[elem.context_id] = elem.abstract_syntax
+            if self.ctx.replay is not None:
+                self.proposed[elem.context_id] = elem.abstract_syntax
             self.ctx.emit("dcerpc.bind", {
                 "interface": str(elem.abstract_syntax.uuid), "interface_name": iface.name if iface else "",
                 "interface_version": elem.abstract_syntax.version, "transport": self.transport,
@@ -155,23 +168,27 @@ class PipeEndpoint:
 
     def _request(self, pdu: Request) -> None:
         syntax = self.contexts.get(pdu.context_id)
-        iface = lookup(syntax.uuid) if syntax else None
+        judged = syntax if syntax is not None else self.proposed.get(pdu.context_id)
+        iface = lookup(judged.uuid) if judged else None
         name = iface.operation(pdu.opnum) if iface else None
         self.ctx.emit("dcerpc.request", {
-            "interface": str(syntax.uuid) if syntax else "", "interface_name": iface.name if iface else "",
+            "interface": str(judged.uuid) if judged else "", "interface_name": iface.name if iface else "",
             "opnum": pdu.opnum, "operation": name or "", "stub_len": len(pdu.stub), "fragments": pdu.fragments,
             "transport": self.transport})
         call_id = pdu.header.call_id
-        if syntax is None:
+        if judged is None:
             self._queue(build_fault(call_id, pdu.context_id, NCA_S_UNK_IF))
             return
-        findings = detect_rpc_call(syntax.uuid, pdu.opnum, pdu.stub, pdu.header.little_endian)
+        findings = detect_rpc_call(judged.uuid, pdu.opnum, pdu.stub, pdu.header.little_endian)
         self.ctx.report(findings)
         exploit = any(f.kind == "exploit" for f in findings)
-        if exploit and not (self.pipe is None and syntax.uuid == IREMOTEACTIVATION.uuid):
+        if exploit and not (self.pipe is None and judged.uuid == IREMOTEACTIVATION.uuid):
             self.crashed = True
             self.messages.clear()
         if self.crashed:
+            return
+        if syntax is None:  # replay: refused here, accepted by the captured server
+            self._queue(build_fault(call_id, pdu.context_id, NCA_S_UNK_IF))
             return
         result = rpc_answers.answer(syntax.uuid, pdu.opnum, pdu.stub, pdu.header.little_endian, self.ctx.persona)
         if isinstance(result, int):

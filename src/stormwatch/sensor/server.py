@@ -8,7 +8,7 @@ NBSS framing) and ``dcerpc`` (135), and UDP ``nbns`` (137). Per TCP connection t
 2. feeds every received chunk to a sans-I/O :class:`~stormwatch.sensor.session.Session` and carries
    out its outputs in order: ``Send`` → write, ``Emit`` → spool (an ``exploit.attempt`` payload goes
    to the payload store first and its hash and size join the event), ``Close`` → close after the
-   writes before it;
+   writes before it; the ``Send`` outputs of one chunk go out in one write;
 3. always ends with ``session.closed`` (reason, duration, bytes in and out) as the session's last
    event, whoever closed and why.
 
@@ -30,6 +30,11 @@ Limits (:class:`~stormwatch.sensor.limits.ServerLimits`, :class:`~stormwatch.sen
 An exception escaping a Session is a bug: it is logged with its traceback to the operator log
 (Python logging, not events), becomes ``session.anomaly`` kind ``internal_error`` and closes that
 connection only; every other connection is served on.
+
+Costs, per session (bench/bench_sensor_sessions.py): the transport reads into one buffer of the
+server (a ``BufferedProtocol``: asyncio's plain ``Protocol`` allocates a fresh 256 KiB bytes object
+for every read, which cost more than the read itself); the spool writes once per event-loop
+iteration (:meth:`Spool.batch`), not once per event.
 
 The server opens no outbound connection (UDP replies go back to the datagram's source, rate
 limited) and never executes, emulates or interprets what it receives.
@@ -60,6 +65,7 @@ log = logging.getLogger(__name__)
 TCP_SERVICES = ("smb", "netbios-ssn", "dcerpc")
 BACKLOG = 1024  # the kernel caps it at net.core.somaxconn; scanners arrive in bursts
 SHUTDOWN_WAIT = 5.0  # seconds stop() waits for the last connection_lost callbacks
+READ_BUFFER = 256 << 10  # bytes read at most per recv: asyncio's own default read size
 
 
 class SessionLike(Protocol):
@@ -95,8 +101,10 @@ def _canonical(text: str) -> str | None:
     return None if ip.is_unspecified else ip.compressed
 
 
-class _Conn(asyncio.Protocol):
-    """One TCP connection; the logic lives in :class:`SensorServer`, this only forwards."""
+class _Conn(asyncio.BufferedProtocol):
+    """One TCP connection; the logic lives in :class:`SensorServer`, this only forwards. Reads land
+    in the server's one read buffer and are copied out at once (the loop runs one callback at a
+    time, so connections never share it at the same moment)."""
 
     __slots__ = ("bytes_in", "bytes_out", "closing", "ident", "last", "reason", "server", "service",
                  "session", "started", "transport")
@@ -116,8 +124,11 @@ class _Conn(asyncio.Protocol):
         # a cast, not an isinstance check: other event loops' transports (uvloop's) are not subclasses
         self.server._opened(self, cast(asyncio.Transport, transport))
 
-    def data_received(self, data: bytes) -> None:
-        self.server._received(self, data)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.server._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.server._received(self, bytes(self.server._read_buffer[:nbytes]))
 
     def eof_received(self) -> bool:
         return False  # the client half-closed: close our side too (connection_lost follows)
@@ -191,6 +202,7 @@ class SensorServer:
         self._sweeper: asyncio.Task[None] | None = None
         self._drained: asyncio.Event | None = None
         self._stopping = False
+        self._read_buffer = memoryview(bytearray(READ_BUFFER))
 
     # -- life cycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -214,6 +226,7 @@ class SensorServer:
             await self.stop()
             raise
         self._sweeper = loop.create_task(self._sweep_forever(), name="stormwatch-sensor-sweep")
+        self.spool.batch(loop.call_soon)  # one spool write per loop iteration (see Spool.batch)
         log.info("sensor listening on %s: %s", self.host,
                  ", ".join(f"{s} {p}" for s, p in self.bound.items()))
 
@@ -247,6 +260,7 @@ class SensorServer:
                 await asyncio.wait_for(self._drained.wait(), SHUTDOWN_WAIT)
             except TimeoutError:
                 log.error("%d sessions did not close within %.0f s", len(self._live), SHUTDOWN_WAIT)
+        self.spool.batch(None)  # what is held is written now; the loop may not run again
 
     @property
     def open_sessions(self) -> int:
@@ -303,20 +317,35 @@ class SensorServer:
 
     def _apply(self, conn: _Conn, outs: list[Output]) -> None:
         transport = conn.transport
-        assert transport is not None and conn.ident is not None
+        ident = conn.ident
+        assert transport is not None and ident is not None
+        held: list[bytes] = []  # Sends up to the next Close: one write (one send(2)) for all of them
+        wrote = False
         for out in outs:
             if isinstance(out, Send):
                 if not conn.closing and out.data:
-                    transport.write(out.data)
-                    conn.bytes_out += len(out.data)
+                    held.append(out.data)
             elif isinstance(out, Emit):
-                self._emit_output(conn.ident, out)
+                self._emit_output(ident, out)
             elif isinstance(out, Close):
+                if held:
+                    self._write(conn, transport, held)
+                    held, wrote = [], True
                 self._shut(conn, out.reason or "anomaly", abort=False)
-        if not conn.closing and transport.get_write_buffer_size() > self.tlimits.write_buffer_max:
+        if held:
+            self._write(conn, transport, held)
+            wrote = True
+        # the buffer only grows by writing: nothing written, nothing to check
+        if wrote and not conn.closing and transport.get_write_buffer_size() > self.tlimits.write_buffer_max:
             self._anomaly(conn, "write_buffer_max", f"{transport.get_write_buffer_size()} bytes unread by the "
                           f"client (limit {self.tlimits.write_buffer_max})")
             self._shut(conn, "limit", abort=True)
+
+    @staticmethod
+    def _write(conn: _Conn, transport: asyncio.Transport, held: list[bytes]) -> None:
+        data = held[0] if len(held) == 1 else b"".join(held)
+        transport.write(data)
+        conn.bytes_out += len(data)
 
     def _lost(self, conn: _Conn) -> None:
         ident = conn.ident

@@ -31,6 +31,14 @@ Rules of the state machine, all in :meth:`Session.receive_data`:
   then ``Close("limit")``;
 * after Close, input is ignored; any other exception is a bug (the fuzz tests prove none occurs);
 * outputs depend on the bytes, never on how they were split into calls.
+
+Replaying a capture (``replay=True``; :mod:`stormwatch.collector.replay` drives it): the session
+answers as the honeypot would, while the client's later requests were shaped by the captured
+server. So the replay also hands it the captured server's bytes (:meth:`Session.server_data`), from
+which it learns which of its own ids each of the server's UIDs, TIDs, FIDs, SessionIds, TreeIds and
+FileIds stands for (:mod:`.replay_ids`); and a conversation whose NEGOTIATE the capture missed is
+taken as negotiated in the dialect of its first message instead of being refused. Without
+``replay`` nothing of this runs.
 """
 
 from __future__ import annotations
@@ -57,12 +65,16 @@ from stormwatch.sensor.nbns import nbns_answer
 from stormwatch.sensor.outputs import Close, Output
 from stormwatch.sensor.persona import Persona
 from stormwatch.sensor.pipes import PipeEndpoint
+from stormwatch.sensor.replay_ids import ReplayIds
 from stormwatch.sensor.smb1_handler import Smb1Handler
 from stormwatch.sensor.smb2_handler import Smb2Handler
 
 SERVICES = ("smb", "netbios-ssn", "dcerpc")
 SMB1_MAGIC = b"\xffSMB"
 SMB2_MAGIC = b"\xfeSMB"
+SMB1_NEGOTIATE, SMB2_NEGOTIATE = 0x72, 0
+SMB2_ADOPTED = 0x0210  # replay: the dialect taken for an SMB2 conversation whose NEGOTIATE is unseen
+SERVER_FRAME_MAX = 1 << 24  # replay: the captured server's frames (reads of up to 8 MiB in SMB2)
 
 __all__ = ["SERVICES", "Session", "nbns_answer"]
 
@@ -71,7 +83,7 @@ class Session:
     """One connection's protocol state machine (see the module docstring)."""
 
     def __init__(self, service: str, persona: Persona, limits: SessionLimits, rng: random.Random,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], *, replay: bool = False) -> None:
         if service not in SERVICES:
             raise ValueError(f"unknown service {service!r}; known: {', '.join(SERVICES)}")
         self.service = service
@@ -92,6 +104,13 @@ class Session:
         self._mode: str | None = None  # "smb1" / "smb2" once a dialect is chosen
         self._nbss_started = False
         self._closed = False
+        self._server: DirectTcpFramer | NbssFramer | None = None  # replay: the captured server's side
+        if replay:
+            self.ctx.replay = ReplayIds()
+            if service == "smb":
+                self._server = DirectTcpFramer(SERVER_FRAME_MAX)
+            elif service == "netbios-ssn":
+                self._server = NbssFramer(SERVER_FRAME_MAX)
 
     @property
     def closed(self) -> bool:
@@ -116,6 +135,28 @@ class Session:
             self._abort(anomaly_for(exc, self.service))  # keeps a missed one from escaping as a crash
         out, ctx.out = ctx.out, []
         return out
+
+    def server_data(self, data: bytes) -> None:
+        """Replay only: the captured server's next bytes, read for the ids it granted. Never raises;
+        what cannot be framed ends the learning (:meth:`server_gap`)."""
+        ids = self.ctx.replay
+        if ids is None or self._server is None or not data:
+            return
+        try:
+            frames = self._server.feed(data)
+        except ProtocolError:
+            self.server_gap()
+            return
+        for f in frames:
+            if f.type == SessionType.MESSAGE:
+                ids.theirs(f.payload)
+
+    def server_gap(self) -> None:
+        """Replay only: the captured server's side can no longer be followed (a gap in the capture),
+        so ids the session cannot place stand for objects it did not see granted (lenient)."""
+        if self.ctx.replay is not None:
+            self.ctx.replay.lenient = True
+        self._server = None
 
     def connection_lost(self) -> list[Output]:
         """The client went away; nothing is pending that would make an event, so nothing to say."""
@@ -164,6 +205,8 @@ class Session:
 
     def _smb(self, payload: bytes) -> None:
         magic = payload[:4]
+        if self.ctx.replay is not None:
+            self._adopt_dialect(magic, payload)
         if magic == SMB1_MAGIC and self._mode in (None, "smb1"):
             self._smb1.handle(payload)
             if self._mode is None and self._smb1.negotiated:
@@ -179,6 +222,22 @@ class Session:
         else:
             raise Abort("malformed_smb", f"frame starts with {magic!r}, not an SMB protocol identifier",
                         field="protocol")
+
+    def _adopt_dialect(self, magic: bytes, payload: bytes) -> None:
+        """Replay: a message other than NEGOTIATE where the session has no dialect yet (the capture
+        began later, or the captured server chose otherwise than the session did) is taken as sent
+        in a negotiated dialect; a capture that begins after NEGOTIATE makes the session lenient."""
+        assert self.ctx.replay is not None
+        if magic == SMB1_MAGIC and self._mode is None and len(payload) > 4 and payload[4] != SMB1_NEGOTIATE:
+            self._smb1.negotiated = True
+            self._mode = "smb1"
+            self.ctx.replay.lenient = True
+        elif (magic == SMB2_MAGIC and self._mode in (None, "smb2") and self._smb2.dialect is None
+              and len(payload) >= 14 and int.from_bytes(payload[12:14], "little") != SMB2_NEGOTIATE):
+            if self._mode is None:
+                self.ctx.replay.lenient = True
+            self._smb2.dialect = SMB2_ADOPTED
+            self._mode = "smb2"
 
     def _switch_to_smb2(self, dialects: list[str], dialect: int) -> None:
         self._mode = "smb2"

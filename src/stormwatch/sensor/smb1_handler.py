@@ -73,6 +73,7 @@ from stormwatch.protocols.spnego import build_neg_token_init_hint
 from stormwatch.sensor.auth import logon_leg
 from stormwatch.sensor.context import Abort, Context, anomaly_for
 from stormwatch.sensor.pipes import KNOWN_PIPES, PipeEndpoint
+from stormwatch.sensor.replay_ids import smb1_request
 from stormwatch.sensor.smb1_trans import Transactions
 
 #: What Windows 2000/XP advertise (0xF3FD) and Windows 7 (0x1F3FC: LWIO, no raw mode).
@@ -154,7 +155,10 @@ class Smb1Handler:
         self.ctx.count_request()
         for body in msg.commands:
             self.ctx.report(ms17.inspect(self.detector, header, body))
-        first = msg.body
+        commands = msg.commands
+        if self.ctx.replay is not None:  # a capture: its server's UID/TID/FIDs → ours
+            header, commands = smb1_request(self, header, commands)
+        first = commands[0]
         if isinstance(first, NegotiateRequest):
             self._negotiate(header, first)
             return
@@ -162,7 +166,7 @@ class Smb1Handler:
             raise Abort("smb_protocol_order", f"{command_name(header.command)} before NEGOTIATE")
         if header.command in (Command.SESSION_SETUP_ANDX, Command.TREE_CONNECT_ANDX, Command.NT_CREATE_ANDX,
                               Command.READ_ANDX, Command.WRITE_ANDX, Command.LOGOFF_ANDX):
-            self._chain(header, msg.commands)
+            self._chain(header, commands)
         else:
             self._single(header, first)
 

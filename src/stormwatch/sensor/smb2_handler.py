@@ -56,6 +56,7 @@ from stormwatch.protocols.spnego import build_neg_token_init_hint
 from stormwatch.sensor.auth import logon_leg
 from stormwatch.sensor.context import Abort, Context, anomaly_for
 from stormwatch.sensor.pipes import KNOWN_PIPES, PipeEndpoint
+from stormwatch.sensor.replay_ids import smb2_request
 
 DIALECTS = (Dialect.SMB_2_0_2, Dialect.SMB_2_1)
 MAX_IO = 65536  # read, write and transact sizes offered: one frame stays well under max_frame
@@ -111,6 +112,8 @@ class Smb2Handler:
         for m in messages:
             if m.header.is_response:
                 continue
+            if self.ctx.replay is not None:  # a capture: its server's SessionId/TreeId/FileId → ours
+                m = smb2_request(self, m)
             self.ctx.count_request()
             reply, created = self._message(m, last_file)
             if created is not None:

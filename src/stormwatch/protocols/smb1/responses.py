@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from stormwatch.protocols.smb1.constants import (
     ANDX_COMMANDS,
@@ -35,6 +35,9 @@ from stormwatch.protocols.smb1.files import NT_CREATE_RESPONSE_WORDS, READ_RESPO
 from stormwatch.protocols.smb1.header import ANDX, Header, build_block, encode_string
 from stormwatch.protocols.smb1.session import NEGOTIATE_NT_WORDS
 from stormwatch.protocols.smb1.trans import NT_TRANS_RESPONSE_WORDS, TRANS_RESPONSE_WORDS
+
+_UNICODE = int(Flags2.UNICODE)
+_EMPTY_BLOCK = build_block(b"", b"")  # WordCount 0, ByteCount 0
 
 #: Render a part whose WordCount byte lands at ``offset`` → (words after the AndX block, data).
 Render = Callable[[int, bool], tuple[bytes, bytes]]
@@ -59,13 +62,12 @@ def build_reply(request: Header, *parts: ReplyPart, status: int = 0, uid: int | 
     """The complete response message (no transport framing) to ``request``."""
     if not parts:
         raise ValueError("a reply needs at least one part")
-    header = request.reply(status=status, command=parts[0].command, uid=uid, tid=tid, flags2=flags2)
-    f2 = header.flags2
+    f2 = request.reply_flags2() if flags2 is None else int(flags2)
     for part in parts:
-        f2 = (f2 | part.flags2_set) & ~part.flags2_clear
-    header = replace(header, flags2=f2)
-    unicode = bool(f2 & Flags2.UNICODE)
-    out = bytearray(header.pack())
+        if part.flags2_set or part.flags2_clear:
+            f2 = (f2 | part.flags2_set) & ~part.flags2_clear
+    unicode = bool(f2 & _UNICODE)
+    out = bytearray(request.pack_reply(status=status, command=parts[0].command, uid=uid, tid=tid, flags2=f2))
     for i, part in enumerate(parts):
         words, data = part.render(len(out), unicode)
         if part.command in ANDX_COMMANDS:
@@ -88,8 +90,7 @@ def build_error(request: Header, status: int, command: int | None = None) -> byt
     STATUS_ACCESS_DENIED, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_NOT_IMPLEMENTED, or
     STATUS_INSUFF_SERVER_RESOURCES, the "unpatched" answer to the MS17-010 PeekNmPipe probe
     (TRANSACTION, Setup[0]=0x23, FID 0 on IPC$) that nmap and Metasploit look for."""
-    header = request.reply(status=status, command=command)
-    return header.pack() + build_block(b"", b"")
+    return request.pack_reply(status=status, command=command) + _EMPTY_BLOCK
 
 
 def to_filetime(epoch_seconds: float) -> int:
