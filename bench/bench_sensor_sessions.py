@@ -87,11 +87,11 @@ def patch(frame: bytes, ids: dict[tuple[str, int], int]) -> bytes:
         v = ids.get((kind, struct.unpack_from("<H", b, off)[0]))
         if v is not None:
             struct.pack_into("<H", b, off, v)
-    off = _FID_AT.get(b[_CMD])
-    if off is not None and len(b) >= off + 2:
-        v = ids.get(("fid", struct.unpack_from("<H", b, off)[0]))
+    at = _FID_AT.get(b[_CMD])
+    if at is not None and len(b) >= at + 2:
+        v = ids.get(("fid", struct.unpack_from("<H", b, at)[0]))
         if v is not None:
-            struct.pack_into("<H", b, off, v)
+            struct.pack_into("<H", b, at, v)
     return bytes(b)
 
 
@@ -176,9 +176,9 @@ def ms06_040_stub(rng: random.Random) -> bytes:
 
 
 def drive_exploit(port: int) -> None:
-    from impacket import smb
-    from impacket.dcerpc.v5 import srvs, transport
-    from impacket.smbconnection import SMBConnection
+    from impacket import smb  # type: ignore[import-untyped]
+    from impacket.dcerpc.v5 import srvs, transport  # type: ignore[import-untyped]
+    from impacket.smbconnection import SMBConnection  # type: ignore[import-untyped]
 
     conn = SMBConnection("HOST", "127.0.0.1", sess_port=port, timeout=10, preferredDialect=smb.SMB_DIALECT)
     conn.login("", "")
@@ -274,9 +274,13 @@ class ImpacketServer:
 
 # -- the load generator (runs in its own process) --------------------------------------------------
 
-class _Replay(asyncio.Protocol):
+_READ_BUFFER = memoryview(bytearray(1 << 16))  # one per generator process: one callback runs at a time
+
+
+class _Replay(asyncio.BufferedProtocol):
     """One replayed session as a protocol (cheaper than streams: the generator must not be the
-    bottleneck): send a turn, count the reply frames, send the next turn when all arrived."""
+    bottleneck): send a turn, count the reply frames, send the next turn when all arrived. Reads
+    go to one shared buffer (asyncio's plain Protocol allocates 256 KiB per read)."""
 
     def __init__(self, turns: list[Turn], done: asyncio.Future[bool]) -> None:
         self.turns = turns
@@ -307,8 +311,11 @@ class _Replay(asyncio.Protocol):
             if t.replies:
                 return
 
-    def data_received(self, data: bytes) -> None:
-        buf = self.buf + data
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _READ_BUFFER
+
+    def buffer_updated(self, nbytes: int) -> None:
+        buf = self.buf + _READ_BUFFER[:nbytes]
         i = 0
         replies = self.turns[self.turn].replies if 0 <= self.turn < len(self.turns) else []
         while len(buf) - i >= 4:
@@ -330,18 +337,25 @@ class _Replay(asyncio.Protocol):
             self.done.set_result(False)
 
 
+SESSION_TIMEOUT = 10.0  # seconds a replayed session may take before it counts as failed
+
+
 async def _one(port: int, turns: list[Turn], local: str) -> bool:
+    """One replayed session; False if it could not connect, was cut short or timed out
+    (asyncio.timeout, not asyncio.wait_for, which wraps every session in a task of its own)."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[bool] = loop.create_future()
+    transport: asyncio.BaseTransport | None = None
     try:
-        transport, _ = await loop.create_connection(lambda: _Replay(turns, done), "127.0.0.1", port,
-                                                    local_addr=(local, 0))
-    except OSError:
+        async with asyncio.timeout(SESSION_TIMEOUT):
+            transport, _ = await loop.create_connection(lambda: _Replay(turns, done), "127.0.0.1", port,
+                                                        local_addr=(local, 0))
+            return await done
+    except (OSError, TimeoutError):
         return False
-    try:
-        return await done
     finally:
-        transport.close()
+        if transport is not None:
+            transport.close()
 
 
 async def _load(port: int, turns: list[Turn], seconds: float, concurrency: int) -> tuple[int, int, float, float]:
@@ -353,11 +367,7 @@ async def _load(port: int, turns: list[Turn], seconds: float, concurrency: int) 
         nonlocal done, failed
         local = locals_[i % len(locals_)]
         while time.perf_counter() < stop_at:
-            try:
-                ok = await asyncio.wait_for(_one(port, turns, local), 10)
-            except TimeoutError:
-                ok = False
-            if ok:
+            if await _one(port, turns, local):
                 done += 1
             else:
                 failed += 1
@@ -409,7 +419,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=64)
     args = ap.parse_args()
     mp.set_start_method("fork")
-    rows = []
+    rows: list[tuple[str, int, int, float, float, float, float, int | None]] = []
     with tempfile.TemporaryDirectory() as tmp:
         sensor = Sensor(Path(tmp))
         imp = ImpacketServer(Path(tmp))
@@ -442,8 +452,8 @@ def main() -> None:
           "client = the load generator; capacity = 1000 / server ms (sessions/s one core can serve)\n")
     print(f"{'run':40} {'sessions':>9} {'failed':>7} {'sessions/s':>11} {'server ms':>10} {'store ms':>9} "
           f"{'client ms':>10} {'capacity':>9}")
-    for name, done, failed, rate, server_ms, store_ms, gen_ms, exploits in rows:
-        note = f"   exploit.attempt events: {exploits}" if exploits is not None else ""
+    for name, done, failed, rate, server_ms, store_ms, gen_ms, attempts in rows:
+        note = f"   exploit.attempt events: {attempts}" if attempts is not None else ""
         print(f"{name:40} {done:9d} {failed:7d} {rate:11.0f} {server_ms:10.2f} {store_ms:9.2f} {gen_ms:10.2f} "
               f"{1000 / server_ms:9.0f}{note}")
     print(f"\nratio sensor / impacket on the same share-enumeration session: {rows[1][3] / rows[2][3]:.2f}x "

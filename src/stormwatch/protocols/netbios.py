@@ -92,6 +92,11 @@ class _Framer(ABC):
         good frames is reported by the next call, so the good frames are not lost."""
         if self._failed is not None:
             raise self._failed
+        if not self._buf:
+            if not data:
+                return []
+            if isinstance(data, bytes):
+                return self._feed_fresh(data)
         self._buf += data
         frames: list[Frame] = []
         pos = 0  # consumed bytes are dropped once per call, not once per frame
@@ -111,6 +116,32 @@ class _Framer(ABC):
             frames.append(Frame(ftype, bytes(self._buf[pos + 4:pos + 4 + length])))
             pos += 4 + length
         del self._buf[:pos]
+        self._consumed += pos
+        return frames
+
+    def _feed_fresh(self, data: bytes) -> list[Frame]:
+        """:meth:`feed` with nothing buffered, the usual case (a request arrives whole): the
+        frames are sliced from ``data`` itself; only an incomplete tail is copied to the buffer."""
+        frames: list[Frame] = []
+        pos, end = 0, len(data)
+        while end - pos >= 4:
+            try:
+                ftype, length = self._header(data[pos:pos + 4])
+                if length > self.max_frame:
+                    raise MalformedMessage(self.what, "length", 1,
+                                           f"{length} bytes exceeds the limit of {self.max_frame}")
+            except MalformedMessage as exc:
+                self._failed = MalformedMessage(exc.what, exc.field, self._consumed + pos + exc.offset, exc.detail)
+                if not frames:
+                    self._buf += data  # held as feed() holds it
+                    raise self._failed from None
+                break
+            if end - pos < 4 + length:
+                break
+            frames.append(Frame(ftype, data[pos + 4:pos + 4 + length]))
+            pos += 4 + length
+        if pos < end:
+            self._buf += data[pos:] if pos else data
         self._consumed += pos
         return frames
 
@@ -154,9 +185,10 @@ def encode_nbss(ftype: int, payload: bytes = b"") -> bytes:
 
 def encode_direct_tcp(payload: bytes) -> bytes:
     """One port-445 frame; ValueError if the payload does not fit 24 bits."""
-    if len(payload) > DIRECT_TCP_MAX_LENGTH:
-        raise ValueError(f"direct TCP payload of {len(payload)} bytes exceeds {DIRECT_TCP_MAX_LENGTH}")
-    return DIRECT_TCP_HEADER.pack(0, len(payload) >> 16, len(payload) & 0xFFFF) + payload
+    n = len(payload)
+    if n > DIRECT_TCP_MAX_LENGTH:
+        raise ValueError(f"direct TCP payload of {n} bytes exceeds {DIRECT_TCP_MAX_LENGTH}")
+    return n.to_bytes(4, "big") + payload  # the zero byte and the 24-bit length: a 32-bit big-endian length
 
 
 def encode_positive_response() -> bytes:

@@ -32,9 +32,9 @@ An exception escaping a Session is a bug: it is logged with its traceback to the
 connection only; every other connection is served on.
 
 Costs, per session (bench/bench_sensor_sessions.py): the transport reads into one buffer of the
-server (a ``BufferedProtocol``: asyncio's plain ``Protocol`` allocates a fresh 256 KiB bytes object
-for every read, which cost more than the read itself); the spool writes once per event-loop
-iteration (:meth:`Spool.batch`), not once per event.
+server (a ``BufferedProtocol``: asyncio's plain ``Protocol`` allocates a 256 KiB bytes object for
+every read and then shrinks it); the spool writes once per event-loop iteration
+(:meth:`Spool.batch`), not once per event.
 
 The server opens no outbound connection (UDP replies go back to the datagram's source, rate
 limited) and never executes, emulates or interprets what it receives.

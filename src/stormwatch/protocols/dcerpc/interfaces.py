@@ -21,6 +21,7 @@ are. :func:`uuid_from_wire` and :func:`uuid_to_wire` convert.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,11 @@ def uuid_from_wire(buf: bytes | memoryview, offset: int = 0, little_endian: bool
     raw = bytes(buf[offset:offset + 16])
     if len(raw) < 16:
         raise NeedMoreData("UUID", offset + 16)
+    return _uuid(raw, little_endian)
+
+
+@functools.lru_cache(maxsize=1024)  # a few interfaces and syntaxes recur in every bind; UUIDs are immutable
+def _uuid(raw: bytes, little_endian: bool) -> uuid.UUID:
     return uuid.UUID(bytes_le=raw) if little_endian else uuid.UUID(bytes=raw)
 
 

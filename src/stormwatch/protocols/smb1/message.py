@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from stormwatch.protocols.errors import MalformedMessage, NeedMoreData
 from stormwatch.protocols.smb1 import files, session, trans
 from stormwatch.protocols.smb1.andx import DEFAULT_MAX_ANDX_DEPTH, walk_chain
-from stormwatch.protocols.smb1.constants import Command, NtStatus
+from stormwatch.protocols.smb1.constants import Command, Flags, NtStatus
 from stormwatch.protocols.smb1.header import (
     CommandBlock,
     ErrorResponse,
@@ -25,6 +25,7 @@ from stormwatch.protocols.smb1.header import (
 )
 
 Decoder = Callable[[CommandBlock, Header, bytes], Smb1Body]
+_REPLY = int(Flags.REPLY)
 
 REQUEST_DECODERS: dict[int, Decoder] = {
     Command.NEGOTIATE: session.decode_negotiate_request,
@@ -79,12 +80,19 @@ class Smb1Message:
 
 def decode_body(block: CommandBlock, header: Header, msg: bytes) -> Smb1Body:
     """One command block, decoded by direction and command code."""
-    if header.is_reply:
+    if header.flags & _REPLY:
         if not block.words and header.status not in (NtStatus.SUCCESS, NtStatus.MORE_PROCESSING_REQUIRED):
             return ErrorResponse(block.command, header.status, block.data)
         decoder = RESPONSE_DECODERS.get(block.command)
     else:
         decoder = REQUEST_DECODERS.get(block.command)
+    if decoder is None:
+        return UnknownCommand(block.command, block.words, block.data)
+    return decoder(block, header, msg)
+
+
+def _decode_request(block: CommandBlock, header: Header, msg: bytes) -> Smb1Body:
+    decoder = REQUEST_DECODERS.get(block.command)
     if decoder is None:
         return UnknownCommand(block.command, block.words, block.data)
     return decoder(block, header, msg)
@@ -98,7 +106,10 @@ def decode_smb1(msg: bytes, *, max_andx_depth: int = DEFAULT_MAX_ANDX_DEPTH) -> 
     try:
         header = parse_header(msg)
         blocks = walk_chain(msg, header, max_andx_depth)
-        commands = tuple(decode_body(b, header, msg) for b in blocks)
+        if header.flags & _REPLY:
+            commands = tuple([decode_body(b, header, msg) for b in blocks])
+        else:  # a request (all a server reads): straight to its decoder
+            commands = tuple([_decode_request(b, header, msg) for b in blocks])
     except NeedMoreData as exc:  # a fixed structure ran past the end of a complete frame
         raise MalformedMessage(exc.what, "length", len(msg), str(exc)) from None
     return Smb1Message(header, commands, blocks)
