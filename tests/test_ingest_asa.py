@@ -14,13 +14,13 @@ Addresses in constructed vectors are documentation prefixes (RFC 5737, RFC 3849)
 from __future__ import annotations
 
 import gzip
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from reader_helpers import event_rows, read_table
 from stormwatch.events import Reject
 from stormwatch.ingest.asa import AsaReader
 from stormwatch.ingest.base import Source
@@ -79,17 +79,10 @@ PAIRS = [
 
 
 def _read(path: Path, **kw: Any) -> tuple[pa.Table, list[Reject], int, int]:
-    chunks = list(R.read(Source(str(path), "t", **kw)))
-    events = pa.concat_tables([c.events for c in chunks])
-    return (events, [r for c in chunks for r in c.rejects], sum(c.read for c in chunks),
-            sum(c.skipped for c in chunks))
+    return read_table(R, path, **kw)
 
 
-def _rows(events: pa.Table) -> list[dict[str, Any]]:
-    rows = events.to_pylist()
-    for r in rows:
-        r.update(json.loads(r.pop("data") or "{}"))
-    return rows
+_rows = event_rows
 
 
 def _file(tmp_path: Path, lines: list[str]) -> Path:

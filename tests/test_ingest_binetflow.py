@@ -8,16 +8,14 @@ Real inputs (../shared/data/logs, see SOURCES.md): ``slips_test3-mixed_ctu.binet
 from __future__ import annotations
 
 import csv
-import json
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pytest
 
-from stormwatch.ingest.base import Source
+from reader_helpers import event_rows, read_table
 from stormwatch.ingest.binetflow import BinetflowReader, outcome
 
 READER = BinetflowReader()
@@ -30,16 +28,8 @@ STATE_OUTCOME = {"S_": "unanswered", "S_RA": "reset", "S_R": "reset", "SRPA_": "
 
 
 def read(path: Path) -> tuple[list[dict[str, Any]], list[Any], int, int]:
-    tables, rejects, n_read, skipped = [], [], 0, 0
-    for chunk in READER.read(Source(str(path), "t")):
-        tables.append(chunk.events)
-        rejects += chunk.rejects
-        n_read += chunk.read
-        skipped += chunk.skipped
-    rows = pa.concat_tables(tables).to_pylist()
-    for r in rows:
-        r.update(json.loads(r.pop("data") or "{}"))
-    return rows, rejects, n_read, skipped
+    events, rejects, n_read, skipped = read_table(READER, path)
+    return event_rows(events), rejects, n_read, skipped
 
 
 def read_text(tmp_path: Path, text: str) -> tuple[list[dict[str, Any]], list[Any], int, int]:

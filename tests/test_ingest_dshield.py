@@ -10,12 +10,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pytest
 
+from reader_helpers import event_rows, read_table
 from stormwatch.errors import InputError, TruncatedInput
-from stormwatch.events import Reject
-from stormwatch.ingest.base import LineReader, Source
+from stormwatch.ingest.base import Source
 from stormwatch.ingest.dshield import DshieldJsonReader, DshieldTsvReader
 from stormwatch.store import Store
 
@@ -36,18 +35,8 @@ REPORT = (
 )
 
 
-def _read(reader: LineReader, path: Path, **kw: Any) -> tuple[pa.Table, list[Reject], int, int]:
-    chunks = list(reader.read(Source(str(path), "t", **kw)))
-    events = pa.concat_tables([c.events for c in chunks])
-    return (events, [r for c in chunks for r in c.rejects], sum(c.read for c in chunks),
-            sum(c.skipped for c in chunks))
-
-
-def _rows(events: pa.Table) -> list[dict[str, Any]]:
-    rows = events.to_pylist()
-    for r in rows:
-        r.update(json.loads(r.pop("data") or "{}"))
-    return rows
+_read = read_table
+_rows = event_rows
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:

@@ -13,10 +13,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pytest
 
-from stormwatch.ingest.base import Source
+from reader_helpers import event_rows, read_table
 from stormwatch.ingest.suricata import SuricataEveReader, flag_letters
 
 READER = SuricataEveReader()
@@ -24,16 +23,8 @@ EVE = "slips_test6-malicious.suricata.eve.json"
 
 
 def read(path: Path) -> tuple[list[dict[str, Any]], list[Any], int, int]:
-    tables, rejects, n_read, skipped = [], [], 0, 0
-    for chunk in READER.read(Source(str(path), "t")):
-        tables.append(chunk.events)
-        rejects += chunk.rejects
-        n_read += chunk.read
-        skipped += chunk.skipped
-    rows = pa.concat_tables(tables).to_pylist()
-    for r in rows:
-        r.update(json.loads(r.pop("data") or "{}"))
-    return rows, rejects, n_read, skipped
+    events, rejects, n_read, skipped = read_table(READER, path)
+    return event_rows(events), rejects, n_read, skipped
 
 
 def read_lines(tmp_path: Path, *objs: dict[str, Any] | str) -> tuple[list[dict[str, Any]], list[Any], int, int]:

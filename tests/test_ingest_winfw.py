@@ -4,7 +4,6 @@ MIT; see SOURCES.md) and small logs in the documented W3C layout."""
 from __future__ import annotations
 
 import gzip
-import json
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from reader_helpers import event_rows, read_table
 from stormwatch.events import Reject
 from stormwatch.ingest.base import Source
 from stormwatch.ingest.winfw import WindowsFirewallReader
@@ -27,17 +27,10 @@ HEADER = ("#Version: 1.5\n#Software: Microsoft Windows Firewall\n#Time Format: L
 
 
 def _read(path: Path, **kw: Any) -> tuple[pa.Table, list[Reject], int, int]:
-    chunks = list(R.read(Source(str(path), "t", **kw)))
-    events = pa.concat_tables([c.events for c in chunks])
-    return (events, [r for c in chunks for r in c.rejects], sum(c.read for c in chunks),
-            sum(c.skipped for c in chunks))
+    return read_table(R, path, **kw)
 
 
-def _rows(events: pa.Table) -> list[dict[str, Any]]:
-    rows = events.to_pylist()
-    for r in rows:
-        r.update(json.loads(r.pop("data") or "{}"))
-    return rows
+_rows = event_rows
 
 
 def test_real_log_every_data_line_is_an_event(shared_data: Path) -> None:

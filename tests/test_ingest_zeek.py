@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from reader_helpers import event_rows, read_table
 from stormwatch.ingest.base import Source
 from stormwatch.ingest.zeek import ZeekConnReader
 
@@ -32,16 +33,8 @@ HEADER = (
 
 
 def read(path: Path) -> tuple[list[dict[str, Any]], list[Any], int, int]:
-    tables, rejects, n_read, skipped = [], [], 0, 0
-    for chunk in READER.read(Source(str(path), "t")):
-        tables.append(chunk.events)
-        rejects += chunk.rejects
-        n_read += chunk.read
-        skipped += chunk.skipped
-    rows = pa.concat_tables(tables).to_pylist()
-    for r in rows:
-        r.update(json.loads(r.pop("data") or "{}"))
-    return rows, rejects, n_read, skipped
+    events, rejects, n_read, skipped = read_table(READER, path)
+    return event_rows(events), rejects, n_read, skipped
 
 
 def write(tmp_path: Path, text: str, name: str = "conn.log") -> Path:
