@@ -40,7 +40,16 @@ from stormwatch.ingest.base import Source
 from stormwatch.ingest.pcap_container import ClassicPcap, PcapNg, Records, sniff_container
 
 # The pcap reader's decoders, used as it uses them (decode() itself keeps only SYN/RST segments).
-from stormwatch.ingest.pcap_decode import _IP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, TCP, _ipv4, _ipv6, _link, _Words
+from stormwatch.ingest.pcap_decode import (
+    ETHERTYPE_IPV4,
+    ETHERTYPE_IPV6,
+    TCP,
+    IpHeaders,
+    Words,
+    decode_ipv4,
+    decode_ipv6,
+    decode_link,
+)
 
 SERVICE_PORTS = np.array([135, 139, 445], dtype=np.int64)
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
@@ -77,24 +86,24 @@ def _ip6(raw: bytes) -> str:
     return str(ip.ipv4_mapped) if ip.ipv4_mapped is not None else ip.compressed
 
 
-def _ip_layer(buf: bytes, rec: Records) -> tuple[_IP, _Words]:
+def _ip_layer(buf: bytes, rec: Records) -> tuple[IpHeaders, Words]:
     """The network layer of every packet of ``rec``, in packet order (the first half of
     :func:`stormwatch.ingest.pcap_decode.decode`)."""
-    w = _Words(buf)
+    w = Words(buf)
     n = len(rec.frame)
     end = rec.off + rec.caplen
     l3 = rec.off.copy()
     et = np.zeros(n, dtype=np.int64)
     why = np.zeros(n, dtype=np.int64)
     for link in np.unique(rec.link).tolist():
-        _link(w, link, np.flatnonzero(rec.link == link), end, l3, et, why)
-    v4 = _ipv4(w, np.flatnonzero((et == ETHERTYPE_IPV4) & (why == 0)), l3, end, why)
-    v6 = _ipv6(buf, w, np.flatnonzero((et == ETHERTYPE_IPV6) & (why == 0)), l3, end, why)
+        decode_link(w, link, np.flatnonzero(rec.link == link), end, l3, et, why)
+    v4 = decode_ipv4(w, np.flatnonzero((et == ETHERTYPE_IPV4) & (why == 0)), l3, end, why)
+    v6 = decode_ipv6(buf, w, np.flatnonzero((et == ETHERTYPE_IPV6) & (why == 0)), l3, end, why)
     if len(v6.idx) == 0:
         return v4, w
-    cols = [np.concatenate([getattr(v4, f), getattr(v6, f)]) for f in _IP.__dataclass_fields__]
+    cols = [np.concatenate([getattr(v4, f), getattr(v6, f)]) for f in IpHeaders.__dataclass_fields__]
     order = np.argsort(cols[0], kind="stable")
-    return _IP(*(c[order] for c in cols)), w
+    return IpHeaders(*(c[order] for c in cols)), w
 
 
 def _segments(buf: bytes, rec: Records, dynamic: OrderedDict[int, None]) -> list[Segment]:

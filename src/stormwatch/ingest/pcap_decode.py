@@ -123,7 +123,7 @@ def byte_view(buf: bytes, dtype: str) -> npt.NDArray[Any]:
     return np.ndarray((max(len(buf) - size + 1, 0),), np.dtype(dtype), buf, 0, (1,))
 
 
-class _Words:
+class Words:
     """Big-endian (network order) views of a buffer at every byte offset."""
 
     def __init__(self, buf: bytes) -> None:
@@ -146,7 +146,7 @@ def _fail(why: I64, idx: I64, codes: I64) -> npt.NDArray[np.bool_]:
     return ~bad
 
 
-def _link(w: _Words, link: int, idx: I64, end: I64, l3: I64, et: I64, why: I64) -> None:
+def decode_link(w: Words, link: int, idx: I64, end: I64, l3: I64, et: I64, why: I64) -> None:
     """Find the network header of every packet of one link type: its offset (``l3``) and
     EtherType (``et``; 0 for anything but IPv4/IPv6, which is then skipped)."""
     o = l3[idx]
@@ -191,7 +191,7 @@ def _link(w: _Words, link: int, idx: I64, end: I64, l3: I64, et: I64, why: I64) 
 
 
 @dataclass
-class _IP:
+class IpHeaders:
     """Network-layer fields of the IP packets of a buffer (``idx`` = their record index)."""
 
     idx: I64
@@ -205,7 +205,7 @@ class _IP:
     first: npt.NDArray[np.bool_]  # not a non-first fragment (only those carry the ports)
 
 
-def _ipv4(w: _Words, idx: I64, l3: I64, end: I64, why: I64) -> _IP:
+def decode_ipv4(w: Words, idx: I64, l3: I64, end: I64, why: I64) -> IpHeaders:
     o, e = l3[idx], end[idx]
     ok = _fail(why, idx, np.where(o + 20 > e, R_IP4_TRUNC, 0))
     idx, o, e = idx[ok], o[ok], e[ok]
@@ -218,8 +218,8 @@ def _ipv4(w: _Words, idx: I64, l3: I64, end: I64, why: I64) -> _IP:
     idx, o, e, ihl, tot = idx[ok], o[ok], e[ok], ihl[ok], tot[ok]
     frag = w.be16(o + 6) & 0x1FFF
     ttl_proto = w.be16(o + 8)
-    return _IP(idx, np.full(len(idx), 4), o, ttl_proto & 0xFF, ttl_proto >> 8, tot, o + ihl, np.minimum(e, o + tot),
-               frag == 0)
+    return IpHeaders(idx, np.full(len(idx), 4), o, ttl_proto & 0xFF, ttl_proto >> 8, tot, o + ihl,
+                     np.minimum(e, o + tot), frag == 0)
 
 
 def ip6_chain(buf: bytes, p: int, end: int, nh: int) -> tuple[int, int, int]:
@@ -245,7 +245,7 @@ def ip6_chain(buf: bytes, p: int, end: int, nh: int) -> tuple[int, int, int]:
     return nh, p, R_EXT
 
 
-def _ipv6(buf: bytes, w: _Words, idx: I64, l3: I64, end: I64, why: I64) -> _IP:
+def decode_ipv6(buf: bytes, w: Words, idx: I64, l3: I64, end: I64, why: I64) -> IpHeaders:
     o, e = l3[idx], end[idx]
     code = np.where(o + 40 > e, R_IP6_TRUNC, 0)
     code[code == 0] = np.where(w.u8[o[code == 0]] >> 4 != 6, R_VERSION, 0)
@@ -263,31 +263,31 @@ def _ipv6(buf: bytes, w: _Words, idx: I64, l3: I64, end: I64, why: I64) -> _IP:
         nh[i], l4[i], status[i] = ip6_chain(buf, int(l4[i]), int(l4end[i]), int(nh[i]))
     first[status == 1] = False
     ok = _fail(why, idx, np.where(status > 1, status, 0))
-    return _IP(idx[ok], np.full(int(ok.sum()), 6), o[ok], nh[ok], nh_hlim[ok] & 0xFF, plen[ok] + 40, l4[ok],
+    return IpHeaders(idx[ok], np.full(int(ok.sum()), 6), o[ok], nh[ok], nh_hlim[ok] & 0xFF, plen[ok] + 40, l4[ok],
                l4end[ok], first[ok])
 
 
 def decode(buf: bytes, rec: Records) -> Decoded:
     """Decode every packet of ``rec`` (in ``buf``) at once."""
-    w = _Words(buf)
+    w = Words(buf)
     n = len(rec.frame)
     end = rec.off + rec.caplen
     l3 = rec.off.copy()
     et = np.zeros(n, dtype=np.int64)
     why = np.zeros(n, dtype=np.int64)
     if n and (rec.link == rec.link[0]).all():  # one link type (always so in classic pcap)
-        _link(w, int(rec.link[0]), np.arange(n), end, l3, et, why)
+        decode_link(w, int(rec.link[0]), np.arange(n), end, l3, et, why)
     else:
         for link in np.unique(rec.link).tolist():
-            _link(w, link, np.flatnonzero(rec.link == link), end, l3, et, why)
-    v4 = _ipv4(w, np.flatnonzero((et == ETHERTYPE_IPV4) & (why == 0)), l3, end, why)
-    v6 = _ipv6(buf, w, np.flatnonzero((et == ETHERTYPE_IPV6) & (why == 0)), l3, end, why)
+            decode_link(w, link, np.flatnonzero(rec.link == link), end, l3, et, why)
+    v4 = decode_ipv4(w, np.flatnonzero((et == ETHERTYPE_IPV4) & (why == 0)), l3, end, why)
+    v6 = decode_ipv6(buf, w, np.flatnonzero((et == ETHERTYPE_IPV6) & (why == 0)), l3, end, why)
     if len(v6.idx) == 0:
         ip = v4
     else:
-        ip = _IP(*(np.concatenate([getattr(v4, f.name), getattr(v6, f.name)]) for f in fields(_IP)))
+        ip = IpHeaders(*(np.concatenate([getattr(v4, f.name), getattr(v6, f.name)]) for f in fields(IpHeaders)))
         order = np.argsort(ip.idx, kind="stable")  # back to packet order (two sorted runs: cheap)
-        ip = _IP(*(getattr(ip, f.name)[order] for f in fields(_IP)))
+        ip = IpHeaders(*(getattr(ip, f.name)[order] for f in fields(IpHeaders)))
     packets, quotes = _transport(buf, w, ip, rec, why)
     rejects = [(fr, reason, buf[o:o + min(c, RAW_KEPT)]) for fr, reason, o, c in rec.bad]
     for i in np.flatnonzero(why).tolist():
@@ -297,7 +297,7 @@ def decode(buf: bytes, rec: Records) -> Decoded:
     return Decoded(packets, quotes, rejects)
 
 
-def _transport(buf: bytes, w: _Words, ip: _IP, rec: Records, why: I64) -> tuple[Packets, Quotes]:
+def _transport(buf: bytes, w: Words, ip: IpHeaders, rec: Records, why: I64) -> tuple[Packets, Quotes]:
     """Check and read the transport headers; keep what can be or answer an attempt."""
     l4, room, proto = ip.l4, ip.l4end - ip.l4, ip.proto
     tcp = np.flatnonzero((proto == TCP) & ip.first)
