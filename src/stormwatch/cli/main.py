@@ -10,6 +10,7 @@ import click
 from stormwatch import __version__
 from stormwatch.analytics import refresh_rollup
 from stormwatch.cli.demo_cmd import demo
+from stormwatch.cli.kb_cmd import kb
 from stormwatch.cli.options import db_option, format_option, open_store, parse_day, parse_time
 from stormwatch.cli.output import render
 from stormwatch.cli.report_cmd import report
@@ -143,6 +144,7 @@ def export_lake_cmd(out_dir: str, since: str | None, db_path: str | None) -> Non
 cli.add_command(report)
 cli.add_command(demo)
 cli.add_command(sensor)
+cli.add_command(kb)
 
 
 def main() -> None:
