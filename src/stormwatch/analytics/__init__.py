@@ -18,11 +18,13 @@ from stormwatch.analytics.ports import (
     top_sources,
 )
 from stormwatch.analytics.rollup import refresh as refresh_rollup
+from stormwatch.analytics.trends import PortTrend, port_trends
 
 __all__ = [
     "DuckDBEngine",
     "Engine",
     "PortDay",
+    "PortTrend",
     "RankedPort",
     "SourceSummary",
     "SparkEngine",
@@ -30,6 +32,7 @@ __all__ = [
     "local_spark_session",
     "port_days",
     "port_history",
+    "port_trends",
     "refresh_rollup",
     "top_ports",
     "top_sources",

@@ -157,3 +157,77 @@ FROM events
 WHERE event = 'fw.connection'
 """
 """The UTC day of the newest ``fw.connection`` event (NULL when there is none)."""
+
+# -- trends (ISC "Trend" and "Protocol Ratio Change", early-warning-anchors.md section 1.2) --------
+
+_PORT_TRENDS = """
+WITH port_day AS (
+    SELECT CAST(ts AS DATE) AS day,
+           dst_port AS port,
+           CAST(sum(count) AS BIGINT) AS records,
+           count(DISTINCT src_ip) AS sources,
+           count(DISTINCT dst_ip) AS targets,
+           CAST(sum(CASE WHEN proto = 'tcp' THEN count ELSE 0 END) AS BIGINT) AS tcp_records
+    FROM events
+    WHERE event = 'fw.connection'
+      AND dst_port IS NOT NULL
+      AND ts >= {start} AND ts < {end}
+    GROUP BY CAST(ts AS DATE), dst_port
+),
+port_sum AS (
+    SELECT port,
+           CAST(sum(CASE WHEN day >= {recent_day} THEN records ELSE 0 END) AS BIGINT) AS records_recent,
+           CAST(sum(records) AS BIGINT) AS records_base,
+           CAST(sum(CASE WHEN day >= {recent_day} THEN sources ELSE 0 END) AS BIGINT) AS sources_recent,
+           CAST(sum(sources) AS BIGINT) AS sources_base,
+           CAST(sum(CASE WHEN day >= {recent_day} THEN targets ELSE 0 END) AS BIGINT) AS targets_recent,
+           CAST(sum(targets) AS BIGINT) AS targets_base,
+           count(*) AS days
+    FROM port_day
+    GROUP BY port
+),
+recent_sensors AS (
+    SELECT dst_port AS port, count(DISTINCT sensor) AS sensors
+    FROM events
+    WHERE event = 'fw.connection'
+      AND dst_port IS NOT NULL
+      AND ts >= {recent_start} AND ts < {end}
+    GROUP BY dst_port
+),
+ranked AS (
+    SELECT port_sum.*, recent_sensors.sensors,
+           CAST({by}_recent AS DOUBLE) / CAST(NULLIF({by}_base, 0) AS DOUBLE) AS rank_key
+    FROM port_sum
+    JOIN recent_sensors ON recent_sensors.port = port_sum.port
+    WHERE records_recent >= {min_records}
+    ORDER BY rank_key DESC NULLS LAST, port
+    LIMIT {limit}
+)
+SELECT ranked.port, ranked.records_recent, ranked.records_base, ranked.sources_recent,
+       ranked.sources_base, ranked.targets_recent, ranked.targets_base, ranked.days, ranked.sensors,
+       port_day.day, port_day.records AS day_records, port_day.tcp_records AS day_tcp_records
+FROM ranked
+JOIN port_day ON port_day.port = ranked.port
+ORDER BY ranked.rank_key DESC NULLS LAST, ranked.port, port_day.day
+"""
+
+PORT_TRENDS: Final = {metric: _PORT_TRENDS.replace("{by}", metric) for metric in RANK_METRICS}
+"""The ports whose ``{metric}`` (the key) rose most in the recent window against the baseline
+window that contains it, one row per (port, day with records in the baseline window). Per port:
+the sums over the days of each window of the daily records, daily distinct sources and daily
+distinct targets (``*_recent``, ``*_base``), the number of days it has records (``days``) and the
+distinct sensors that saw it in the recent window; per day its records and TCP records (for the
+TCP ratio). Ports with fewer than ``{min_records}`` records in the recent window are left out.
+Ranked by ``{metric}_recent / {metric}_base`` (doubles divided exactly as IEEE 754 prescribes, the
+same in both engines; the window lengths are constant, so this orders as the ratio of averages;
+NULL, last, when the baseline is 0, as for sources of events without a source address), ties by
+port. Parameters: start, end (the baseline window), recent_start (timestamp) and
+recent_day (date) where the recent window begins, min_records, limit."""
+
+DATA_DAYS: Final = """
+SELECT count(DISTINCT CAST(ts AS DATE)) AS days
+FROM events
+WHERE event = 'fw.connection'
+  AND ts >= {start} AND ts < {end}
+"""
+"""The number of UTC days with at least one ``fw.connection`` event. Parameters: start, end."""

@@ -112,3 +112,8 @@ def sources_cmd(day: str | None, since: str | None, limit: int, fmt: str, engine
     if fmt == "table":
         click.echo(f"top {limit} sources {'on ' + str(d) if d else 'since ' + str(since_d)}")
     click.echo(render(sources_rows(list(rows), fmt), fmt, SOURCE_COLUMNS if fmt == "table" else None))
+
+
+from stormwatch.cli.trends_cmd import trends_cmd  # noqa: E402
+
+report.add_command(trends_cmd)
