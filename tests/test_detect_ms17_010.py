@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from capture_helpers import tcp_payloads
 from stormwatch.detect import smb1 as ms17
 from stormwatch.protocols.errors import ProtocolError
 from stormwatch.protocols.netbios import DirectTcpFramer, NbssFramer
@@ -39,7 +40,6 @@ from stormwatch.sensor.limits import SessionLimits
 from stormwatch.sensor.outputs import Emit, Send
 from stormwatch.sensor.persona import generate
 from stormwatch.sensor.session import Session
-from test_proto_netbios import tcp_payloads
 
 Conn = tuple[str, int, str, int]
 

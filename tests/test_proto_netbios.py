@@ -4,17 +4,15 @@ UDP 137 name service. impacket's nmb module is the reference client for the roun
 from __future__ import annotations
 
 import contextlib
-import socket
 import struct
-from collections import defaultdict
 from pathlib import Path
 
-import dpkt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from impacket import nmb
 
+from capture_helpers import tcp_payloads
 from stormwatch.protocols.errors import MalformedMessage, ProtocolError
 from stormwatch.protocols.netbios import (
     DEFAULT_MAX_FRAME,
@@ -369,32 +367,6 @@ def test_name_round_trip(name: str, suffix: int, scope: list[str]) -> None:
 
 
 # -- real traces -------------------------------------------------------------------------------
-
-
-def tcp_payloads(path: Path) -> dict[tuple[str, int, str, int], bytes]:
-    """Per-direction TCP payload of a capture (Ethernet, Linux SLL or raw IP), reassembled by
-    sequence number up to the first gap. Shared with test_proto_smb1."""
-    segments: dict[tuple[str, int, str, int], dict[int, bytes]] = defaultdict(dict)
-    with path.open("rb") as f:
-        reader = dpkt.pcap.Reader(f)
-        link = reader.datalink()
-        for _, buf in reader:
-            ip = (dpkt.ethernet.Ethernet(buf).data if link == dpkt.pcap.DLT_EN10MB
-                  else dpkt.sll.SLL(buf).data if link == 113 else dpkt.ip.IP(buf))
-            if isinstance(ip, dpkt.ip.IP) and isinstance(ip.data, dpkt.tcp.TCP) and ip.data.data:
-                key = (socket.inet_ntoa(ip.src), ip.data.sport, socket.inet_ntoa(ip.dst), ip.data.dport)
-                segments[key].setdefault(ip.data.seq, bytes(ip.data.data))
-    streams = {}
-    for key, by_seq in segments.items():
-        out, expect = bytearray(), min(by_seq)
-        for seq in sorted(by_seq):
-            if seq > expect:
-                break
-            out += by_seq[seq][expect - seq:]
-            expect = max(expect, seq + len(by_seq[seq]))
-        streams[key] = bytes(out)
-    return streams
-
 
 
 def test_port_139_trace(shared_data: Path) -> None:

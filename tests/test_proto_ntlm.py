@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
-from collections import defaultdict
 from pathlib import Path
 
-import dpkt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from impacket import ntlm
 from impacket import spnego as ispnego
 
+from capture_helpers import tcp_payloads
 from stormwatch.protocols import ntlmssp, spnego
 from stormwatch.protocols.errors import MalformedMessage, NeedMoreData, ProtocolError
 from stormwatch.protocols.ntlmssp import Flag
@@ -183,30 +181,6 @@ def test_flag_negotiation() -> None:
 
 
 # ------------------------------------------------------------------------------------ captures
-def tcp_streams(path: Path) -> dict[tuple[str, int, str, int], bytes]:
-    """Each direction's TCP payload, reassembled by sequence number (stops at a gap)."""
-    segments: dict[tuple[str, int, str, int], dict[int, bytes]] = defaultdict(dict)
-    with path.open("rb") as fh:
-        reader = dpkt.pcap.Reader(fh)
-        link = reader.datalink()
-        for _ts, raw in reader:
-            ip = {1: lambda r: dpkt.ethernet.Ethernet(r).data, 113: lambda r: dpkt.sll.SLL(r).data}.get(
-                link, dpkt.ip.IP)(raw)
-            if isinstance(ip, dpkt.ip.IP) and isinstance(ip.data, dpkt.tcp.TCP) and ip.data.data:
-                key = (socket.inet_ntoa(ip.src), ip.data.sport, socket.inet_ntoa(ip.dst), ip.data.dport)
-                segments[key].setdefault(ip.data.seq, bytes(ip.data.data))
-    out = {}
-    for key, segs in segments.items():
-        buf, nxt = bytearray(), min(segs)
-        for seq in sorted(segs):
-            if seq > nxt:
-                break
-            buf += segs[seq][nxt - seq:]
-            nxt = max(nxt, seq + len(segs[seq]))
-        out[key] = bytes(buf)
-    return out
-
-
 def smb1_frames(stream: bytes) -> list[bytes]:
     out, off = [], 0
     while off + 4 <= len(stream):
@@ -242,7 +216,7 @@ def tshark(path: Path, display: str, *fields: str) -> list[list[str]]:
 
 def _raw_ntlm_messages(shared_data: Path) -> list[tuple[spnego.SecurityBlob, object]]:
     out = []
-    for _key, stream in sorted(tcp_streams(shared_data / "pcap/smb-reference/raw_ntlm_in_smb.pcap").items()):
+    for _key, stream in sorted(tcp_payloads(shared_data / "pcap/smb-reference/raw_ntlm_in_smb.pcap").items()):
         for frame in smb1_frames(stream):
             blob = smb1_security_blob(frame)
             if blob:
@@ -297,7 +271,7 @@ def dcerpc_auth_values(stream: bytes) -> list[bytes]:
 @pytest.mark.shared
 def test_mapi_dcerpc_ntlm_matches_zeek_ntlm_log(shared_data: Path) -> None:
     logons, servers = [], []
-    for _key, stream in tcp_streams(shared_data / "pcap/smb-reference/mapi.pcap").items():
+    for _key, stream in tcp_payloads(shared_data / "pcap/smb-reference/mapi.pcap").items():
         for value in dcerpc_auth_values(stream):
             if value.startswith(ntlmssp.SIGNATURE):
                 msg = ntlmssp.parse_message(value)
@@ -321,7 +295,7 @@ def ntlm_in_capture(path: Path) -> list[ntlmssp.Negotiate | ntlmssp.Challenge | 
     """Every NTLMSSP message in a capture, found by its signature in the reassembled streams
     (whatever carries it: SMB1, SMB2, DCE/RPC) and parsed with the bytes after it as trailing data."""
     out = []
-    for _key, stream in sorted(tcp_streams(path).items()):
+    for _key, stream in sorted(tcp_payloads(path).items()):
         at = stream.find(ntlmssp.SIGNATURE)
         while at >= 0:
             out.append(ntlmssp.parse_message(stream[at:]))
@@ -381,7 +355,7 @@ def test_exploit_traces_log_anonymous_logons(shared_data: Path) -> None:
 def test_windows_2008r2_negotiate_hint(shared_data: Path) -> None:
     """The SPNEGO hint in the SMB1 extended-security NEGOTIATE response of Windows Server 2008 R2:
     five mechanisms and the RFC 4178 hint name."""
-    stream = tcp_streams(shared_data / "pcap/smb-reference/suricata-verify-smb-filename/input.pcap")
+    stream = tcp_payloads(shared_data / "pcap/smb-reference/suricata-verify-smb-filename/input.pcap")
     frame = next(f for k, s in stream.items() if k[1] == 445 for f in smb1_frames(s) if f[4] == 0x72)
     # [MS-SMB] 2.2.4.5.2.1: WordCount 17, then ByteCount, ServerGUID (16) and the blob
     assert frame[32] == 17

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from impacket import smb
 from impacket.smb import SMB, NewSMBPacket, SMBCommand
 
+from capture_helpers import tcp_payloads
 from stormwatch.protocols.errors import MalformedMessage, ProtocolError
 from stormwatch.protocols.netbios import DirectTcpFramer, NbssFramer
 from stormwatch.protocols.smb1 import (
@@ -76,7 +77,6 @@ from stormwatch.protocols.smb1 import (
     tree_disconnect_response,
     write_response,
 )
-from test_proto_netbios import tcp_payloads  # the per-direction TCP reassembly both SMB tests use
 
 # -- vectors -----------------------------------------------------------------------------------
 

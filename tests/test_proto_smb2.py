@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import dpkt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,6 +22,7 @@ from impacket import smb3structs as s3
 from impacket.smb3 import SMB3, SessionError
 from impacket.spnego import SPNEGO_NegTokenResp
 
+from capture_helpers import tcp_payloads
 from stormwatch.protocols import ntlmssp, spnego
 from stormwatch.protocols.errors import MalformedMessage, NeedMoreData, ProtocolError
 from stormwatch.protocols.smb2 import (
@@ -371,31 +370,6 @@ def test_multiprotocol_dialect_choice() -> None:
 
 
 # -------------------------------------------------------------------------------- capture helpers
-def tcp_streams(path: Path) -> dict[tuple[str, int, str, int], bytes]:
-    """Each direction's TCP payload, reassembled by sequence number (stops at a gap)."""
-    segments: dict[tuple[str, int, str, int], dict[int, bytes]] = defaultdict(dict)
-    with path.open("rb") as fh:
-        reader = dpkt.pcap.Reader(fh)
-        link = reader.datalink()
-        for _ts, raw in reader:
-            ip = {1: lambda r: dpkt.ethernet.Ethernet(r).data, 113: lambda r: dpkt.sll.SLL(r).data}.get(
-                link, dpkt.ip.IP)(raw)
-            if isinstance(ip, dpkt.ip.IP) and isinstance(ip.data, dpkt.tcp.TCP) and ip.data.data:
-                key = (socket.inet_ntoa(ip.src), ip.data.sport, socket.inet_ntoa(ip.dst), ip.data.dport)
-                segments[key].setdefault(ip.data.seq, bytes(ip.data.data))
-    out = {}
-    for key, segs in segments.items():
-        buf = bytearray()
-        nxt = min(segs)
-        for seq in sorted(segs):
-            if seq > nxt:
-                break
-            buf += segs[seq][nxt - seq:]
-            nxt = max(nxt, seq + len(segs[seq]))
-        out[key] = bytes(buf)
-    return out
-
-
 def session_frames(stream: bytes) -> list[bytes]:
     """NBSS / direct-TCP session-message payloads (both framings share the 4-byte header shape)."""
     out, off = [], 0
@@ -411,7 +385,7 @@ def session_frames(stream: bytes) -> list[bytes]:
 
 def smb2_messages(path: Path) -> list[tuple[tuple[str, int, str, int], Any]]:
     out = []
-    for key, stream in sorted(tcp_streams(path).items()):
+    for key, stream in sorted(tcp_payloads(path).items()):
         for frame in session_frames(stream):
             if frame[:4] == b"\xfeSMB":
                 out.extend((key, m) for m in parse_frame(frame))
@@ -482,7 +456,7 @@ def test_windows7_multiprotocol_and_kerberos_session(shared_data: Path) -> None:
     """The suricata-verify trace: Windows 7 sends the SMB1 negotiate above, Windows 2008 R2 answers
     SMB2 0x02FF with MessageId 0, then 2.1 is negotiated. Our builder answers the same way."""
     path = shared_data / "pcap/smb-reference/suricata-verify-smb-filename/input.pcap"
-    streams = tcp_streams(path)
+    streams = tcp_payloads(path)
     smb1 = [f for k, st_ in streams.items() if k[1] == 49511 for f in session_frames(st_) if f[:5] == b"\xffSMBr"]
     # [MS-CIFS] 2.2.4.52.1: WordCount 0, ByteCount, then 0x02-prefixed NUL-terminated dialect names
     assert tuple(d.rstrip(b"\x00").decode() for d in smb1[0][35:].split(b"\x02")[1:]) == WIN7_SMB1_DIALECTS
@@ -510,7 +484,7 @@ def test_windows7_multiprotocol_and_kerberos_session(shared_data: Path) -> None:
 def test_compounded_requests_of_zeek_trace(shared_data: Path) -> None:
     path = shared_data / "pcap/smb-reference/smb1.pcap"
     chains = []
-    for key, stream in tcp_streams(path).items():
+    for key, stream in tcp_payloads(path).items():
         if key[3] == 445:
             chains += [[parse_header(m).command for m in split_compound(f)] for f in session_frames(stream)]
     assert [Command.CREATE, Command.QUERY_INFO, Command.CLOSE] in chains

@@ -24,6 +24,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from capture_helpers import tcp_payloads
 from stormwatch.cli.main import cli
 from stormwatch.collector import ingest_paths
 from stormwatch.collector.replay import CaptureReplay, ReplayLimits, replay_capture
@@ -39,7 +40,6 @@ from stormwatch.sensor.session import Session
 from stormwatch.store import Store
 from test_detect_ms17_010 import FAMILY_OF_NOTICE, TRACES, notices
 from test_proto_dcerpc import decode_all, smb_pipe_streams, tcp_connections, zeek_rows
-from test_proto_netbios import tcp_payloads
 from test_sensor_session import CLOCK, PERSONAS, conversations, session
 
 EXPLOITS = "pcap/exploits"

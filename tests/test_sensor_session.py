@@ -23,6 +23,7 @@ from impacket import nmb, smb
 from impacket.dcerpc.v5 import srvs, transport
 from impacket.smbconnection import SMBConnection
 
+from capture_helpers import tcp_payloads
 from stormwatch.events import CATALOGUE, FieldType
 from stormwatch.protocols.dcerpc.build import build_bind, build_request
 from stormwatch.protocols.dcerpc.interfaces import EPMAPPER, IREMOTEACTIVATION, NDR, SRVSVC, SyntaxId
@@ -55,7 +56,6 @@ from stormwatch.sensor.limits import ServerLimits, SessionLimits
 from stormwatch.sensor.outputs import Close, Emit, Output, Send
 from stormwatch.sensor.persona import Persona, generate
 from stormwatch.sensor.session import Session, nbns_answer
-from test_proto_netbios import tcp_payloads
 
 CLOCK = 1_600_000_000.0
 PERSONAS = {name: generate(name, random.Random(3)) for name in ("win2000", "winxp", "win7")}

@@ -10,6 +10,7 @@ Modules: constants (numbers), header (header, blocks, strings), andx (chains), s
 READ, WRITE, CLOSE), trans (the transaction family), message (dispatch), responses (builders).
 """
 
+from stormwatch.protocols.ntstatus import NtStatus, status_name
 from stormwatch.protocols.smb1.andx import (
     DEFAULT_MAX_ANDX_DEPTH,
     WEIRD_ANDX_DEPTH,
@@ -22,13 +23,11 @@ from stormwatch.protocols.smb1.constants import (
     FileType,
     Flags,
     Flags2,
-    NtStatus,
     NtTransactFunction,
     SecurityMode,
     Trans2Subcommand,
     TransSubcommand,
     command_name,
-    status_name,
 )
 from stormwatch.protocols.smb1.files import (
     CloseRequest,

@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from stormwatch.protocols.errors import MalformedMessage, NeedMoreData
+from stormwatch.protocols.ntstatus import NtStatus
 from stormwatch.protocols.smb1 import files, session, trans
 from stormwatch.protocols.smb1.andx import DEFAULT_MAX_ANDX_DEPTH, walk_chain
-from stormwatch.protocols.smb1.constants import Command, Flags, NtStatus
+from stormwatch.protocols.smb1.constants import Command, Flags
 from stormwatch.protocols.smb1.header import (
     CommandBlock,
     ErrorResponse,

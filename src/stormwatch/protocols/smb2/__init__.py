@@ -18,6 +18,7 @@ logon without knowing the password), compression, leases, durable handles, credi
 (the sensor's session grants credits; the header only carries them).
 """
 
+from stormwatch.protocols.ntstatus import NtStatus, status_name
 from stormwatch.protocols.smb2.constants import (
     Capabilities,
     Cipher,
@@ -25,13 +26,11 @@ from stormwatch.protocols.smb2.constants import (
     ContextType,
     Dialect,
     HeaderFlags,
-    NtStatus,
     SecurityMode,
     SessionFlags,
     ShareType,
     SigningAlgorithm,
     command_name,
-    status_name,
 )
 from stormwatch.protocols.smb2.files import (
     CloseRequest,

@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from stormwatch.protocols.ntstatus import NtStatus
 from stormwatch.protocols.smb2 import files, negotiate, session
-from stormwatch.protocols.smb2.constants import HEADER_SIZE, MAX_COMPOUND, Command, NtStatus
+from stormwatch.protocols.smb2.constants import HEADER_SIZE, MAX_COMPOUND, Command
 from stormwatch.protocols.smb2.header import Header, parse_header, split_compound
 from stormwatch.protocols.wire import Layout
 
