@@ -9,9 +9,7 @@ Spark's. A local Spark session takes seconds to start: one is shared by the whol
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import shutil
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -23,7 +21,6 @@ from stormwatch.analytics import (
     DuckDBEngine,
     SparkEngine,
     latest_day,
-    local_spark_session,
     port_days,
     port_history,
     top_ports,
@@ -39,17 +36,6 @@ FIRST_DAY = date(2024, 8, 9)
 DAYS = 7
 ROWS = 4000
 HOT_PORTS = [445, 139, 135, 22, 23, 80, 3389, 1433, 53, 5060]
-
-
-@pytest.fixture(scope="session")
-def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    if shutil.which("java") is None:
-        pytest.skip("Spark tests need a Java runtime (java not on PATH)")
-    if importlib.util.find_spec("pyspark") is None:
-        pytest.skip("Spark tests need pyspark (pip install 'stormwatch[spark]')")
-    session = local_spark_session(tmp_path_factory.mktemp("spark"))
-    yield session
-    session.stop()
 
 
 def generate(seed: int) -> list[tuple[str, datetime, str, str, int | None, str, int]]:
