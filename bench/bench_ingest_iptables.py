@@ -10,7 +10,11 @@ a temporary directory, then times in the same run:
 - ``IptablesReader().read()`` alone (parse only, Arrow chunks out);
 - the real path end to end: a Store in the temporary directory and
   ``stormwatch.collector.ingest_paths(store, [path], fmt="iptables")``;
-- the store alone: the reader's chunks written again to a fresh Store through the BatchWriter.
+- the store alone: the reader's chunks written again to a fresh Store through the BatchWriter;
+- the floor of any design that stores through DuckDB with MD5 event ids: one fused
+  ``INSERT INTO events SELECT md5_number(...), <fixed slices of the line> FROM read_csv(...)`` into
+  a fresh Store, with no parsing, no checks and no de-duplication (what is left for parsing is
+  the difference between this and the target).
 
 It prints lines per second (best of ``--runs``), CPU microseconds per line (all threads of the
 process) and the ratios; the baseline and the reader must find the same events on the subset.
@@ -137,7 +141,21 @@ def baseline(path: Path, n: int, store: Store) -> int:
                     icmp_code=int(g["code"]) if icmp and g["code"] else None)
     table = out.take()
     store.write_events(table)
-    return table.num_rows
+    return int(table.num_rows)
+
+
+# --- the floor: storing with MD5 ids and no parsing ------------------------------------------------
+
+# Columns of about the sizes the parse produces (addresses, a JSON-sized data text), cut at fixed
+# places of the line; the event id is hashed exactly as the store hashes it.
+FLOOR_SQL = """
+INSERT INTO events
+SELECT md5_number('fw.connection' || chr(0) || 'bench' || chr(0) || line), 'fw.connection', 1,
+  TIMESTAMP '2026-11-26' + to_microseconds(length(line)), 'bench', NULL, substr(line, 100, 14), length(line),
+  substr(line, 114, 10), 445, 'tcp', 'S', 'drop', NULL, 1, substr(line, 40, 80)
+FROM read_csv('{path}', columns = {{'line': 'VARCHAR'}}, delim = chr(1), quote = '', escape = '', header = false,
+              auto_detect = false)
+"""
 
 
 # --- timing ---------------------------------------------------------------------------------------
@@ -202,6 +220,10 @@ def main() -> int:
                     w.put(t)
                 return w.flush().inserted
 
+        def floor() -> int:
+            with Store(d / f"floor-{time.monotonic_ns()}.duckdb") as st:
+                return int(st.con.execute(FLOOR_SQL.format(path=str(path).replace("'", "''"))).fetchall()[0][0])
+
         t_base, n_base = best(1, base_run, "base")
         n_check = parse(sub)
         if n_check != n_base:
@@ -211,6 +233,7 @@ def main() -> int:
         t_parse, n_parse = best(args.runs, lambda: parse(src), "parse")
         t_store, n_store = best(args.runs, store_only, "store")
         t_e2e, n_e2e = best(args.runs, e2e, "e2e")
+        t_floor, _ = best(args.runs, floor, "floor")
         events = sum(t.num_rows for t in tables)
         tables.clear()
         rows = [
@@ -219,6 +242,7 @@ def main() -> int:
             ("IptablesReader parse only", args.lines, t_parse, "parse"),
             ("store only (BatchWriter, same events)", args.lines, t_store, "store"),
             ("end to end: ingest_paths into a Store", args.lines, t_e2e, "e2e"),
+            ("floor: read_csv + MD5 id + insert, no parse", args.lines, t_floor, "floor"),
         ]
         print(f"\n{'path':42s} {'lines':>10s} {'seconds':>8s} {'lines/s':>12s} {'cpu us/line':>12s}")
         for name, n, t, key in rows:
@@ -229,6 +253,7 @@ def main() -> int:
         print(f"parse only / baseline:  {args.lines / t_parse / base_rate:5.1f}x")
         print(f"CPU per line, baseline / end to end: {CPU['base'] / args.subset / (CPU['e2e'] / args.lines):5.1f}x"
               f"  (load average now {os.getloadavg()[0]:.2f}: other processes share the 2 cores)")
+        print(f"end to end / floor (no parsing): {t_floor / t_e2e:5.2f}")
         print(f"end to end >= 1,000,000 lines/s: {'yes' if args.lines / t_e2e >= 1e6 else 'no'}")
         assert n_parse == events == n_e2e == n_store
     return 0

@@ -6,9 +6,7 @@ Windows for DAY = 2024-08-20: recent = 08-18..08-20 (3 days), baseline = 07-22..
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import shutil
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -17,7 +15,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from stormwatch.analytics import DuckDBEngine, SparkEngine, local_spark_session
+from stormwatch.analytics import DuckDBEngine, SparkEngine
 from stormwatch.analytics.trends import PortTrend, port_trends
 from stormwatch.cli.main import cli
 from stormwatch.collector import ingest_paths
@@ -212,15 +210,9 @@ def test_spark_gives_the_same_trends(spark_engines: tuple[DuckDBEngine, Any], by
 
 
 @pytest.fixture(scope="module")
-def spark_engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DuckDBEngine, Any]]:
-    if shutil.which("java") is None or importlib.util.find_spec("pyspark") is None:
-        pytest.skip("Spark tests need a Java runtime and pyspark")
+def spark_engines(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> Iterator[tuple[DuckDBEngine, Any]]:
     tmp = tmp_path_factory.mktemp("trends-spark")
     with Store(tmp / "known.duckdb") as store:
         build(store, KNOWN)
         export_lake(store, tmp / "lake")
-        session = local_spark_session(tmp / "spark")
-        try:
-            yield DuckDBEngine(store), SparkEngine(tmp / "lake", session)
-        finally:
-            session.stop()
+        yield DuckDBEngine(store), SparkEngine(tmp / "lake", spark)

@@ -46,7 +46,8 @@ def test_from_row_reads_shellcode_and_offers() -> None:
     row = {"sensor": "s", "session": "x", "src_ip": "203.0.113.9", "ts": t, "requests": 2,
            "attempt_data": json.dumps({"vuln": "MS06-040", "kind": "exploit", "evidence": {"path_units": 533},
                                        "payload_sha256": "ab" * 32, "payload_size": 1066}),
-           "shellcode_data": json.dumps({"decoder": "xor8", "key": "0x99", "api_calls": ["WinExec", "ExitThread"],
+           "shellcode_data": json.dumps({"decoder": "xor8", "decoder_key": "0x99",
+                                          "api_calls": ["WinExec", "ExitThread"],
                                          "binds": [{"port": 9996}]}),
            "offer_data": json.dumps({"url": "ftp://203.0.113.9:2121/msnmsgs.exe"}),
            "t_request": t, "t_last_request": t + timedelta(milliseconds=3)}

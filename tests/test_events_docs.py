@@ -60,3 +60,13 @@ def test_arrow_schema_covers_store_columns() -> None:
     names = arrow_schema().names
     assert names[: len(STORE_COLUMNS)] == [f.name for f in STORE_COLUMNS]
     assert names[len(STORE_COLUMNS):] == ["schema_version", "data", "key"]
+
+
+def test_no_event_field_shadows_a_batch_column() -> None:
+    """``key``, ``data``, ``schema_version`` and ``event_id`` are the batch's own columns (and
+    ``EventBatchBuilder.add`` arguments): an event field of that name could never be recorded."""
+    from stormwatch.events import CATALOGUE
+
+    reserved = {"key", "data", "schema_version", "event_id"}
+    clashes = [f"{t.name}.{f.name}" for t in CATALOGUE.values() for f in t.fields if f.name in reserved]
+    assert clashes == []

@@ -116,8 +116,10 @@ def test_ms04_011_attack_on_the_honeynet(shared_data: Path, tmp_path: Path) -> N
     session = by_session(rows)[attempt["session"]]
     assert [r["event"] for r in session] == [
         "session.connect", "smb.negotiate", "smb.session_setup", "smb.tree_connect", "smb.pipe_open",
-        "dcerpc.bind", "dcerpc.request", "exploit.attempt", "session.closed"]
-    _, _, _, _, pipe, bind, request, _, closed = session
+        "dcerpc.bind", "dcerpc.request", "exploit.attempt", "payload.shellcode", "session.closed"]
+    _, _, _, _, pipe, bind, request, _, shellcode, closed = session
+    # the kept argument holds the shellcode: XOR 0x99 over a bind shell on 1957 (the published answer)
+    assert (shellcode["decoder"], shellcode["decoder_key"], shellcode["binds"]) == ("xor8", "99", [1957])
     assert pipe["pipe"] == "lsarpc"
     assert (bind["interface_name"], bind["transport"], bind["accepted"]) == ("dssetup", "pipe:lsarpc", True)
     assert (request["opnum"], request["operation"], request["stub_len"]) == (9, "DsRolerUpgradeDownlevelServer", 3208)

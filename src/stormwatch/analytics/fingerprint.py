@@ -305,7 +305,7 @@ def from_row(row: Mapping[str, Any]) -> Fingerprint:
         "payload_sha256": _s(attempt.get("payload_sha256")),
         "payload_size": _s(attempt.get("payload_size")),
         "decoder": _s(sc.get("decoder")),
-        "key": _s(sc.get("key")),
+        "key": _s(sc.get("decoder_key")),
         "api_profile": _s(api_names),
         "bind_port": _port_of(_first_of(sc, "binds", "bind_port", "bind")),
         "connect_port": _port_of(_first_of(sc, "connects", "connect", "connect_back")),

@@ -9,18 +9,20 @@ import click
 
 from stormwatch import __version__
 from stormwatch.analytics import refresh_rollup
+from stormwatch.cli.advisory_cmd import advisory_cmd
 from stormwatch.cli.attack_cmd import attacks
 from stormwatch.cli.campaign_cmd import campaign_cmd, campaigns_cmd
 from stormwatch.cli.demo_cmd import demo
 from stormwatch.cli.kb_cmd import kb
+from stormwatch.cli.level_cmd import level_cmd
 from stormwatch.cli.options import db_option, format_option, open_store, parse_day, parse_time
 from stormwatch.cli.outbreak_cmd import outbreak_cmd
 from stormwatch.cli.output import render
 from stormwatch.cli.payload_cmd import payload
 from stormwatch.cli.report_cmd import report
 from stormwatch.cli.scanners_cmd import scanners_cmd
-from stormwatch.cli.surges_cmd import surges_cmd
 from stormwatch.cli.sensor_cmd import sensor
+from stormwatch.cli.surges_cmd import surges_cmd
 from stormwatch.collector import IngestSummary, ingest_paths
 from stormwatch.errors import StormwatchError
 from stormwatch.ingest import FORMATS as INPUT_FORMATS
@@ -151,6 +153,8 @@ cli.add_command(report)
 cli.add_command(demo)
 cli.add_command(sensor)
 cli.add_command(kb)
+cli.add_command(level_cmd)
+cli.add_command(advisory_cmd)
 cli.add_command(surges_cmd)
 cli.add_command(scanners_cmd)
 cli.add_command(outbreak_cmd)

@@ -26,6 +26,7 @@ import click
 from stormwatch.cli.options import db_option
 from stormwatch.errors import StormwatchError
 from stormwatch.events.records import BadRecord, StoreFeed
+from stormwatch.sensor.analysis import PayloadAnalyser
 from stormwatch.sensor.config import SensorConfig, load
 from stormwatch.sensor.payloads import PayloadStore
 from stormwatch.sensor.persona import TEMPLATES, Persona, load_or_create
@@ -89,7 +90,8 @@ async def run(cfg: SensorConfig, persona: Persona) -> None:
         spool=spool, persona=persona, host=cfg.host, ports=cfg.ports, limits=cfg.limits,
         session_limits=cfg.session_limits, transport_limits=cfg.transport_limits,
         payloads=PayloadStore(cfg.payload_path, max_payload=cfg.max_payload_bytes,
-                              max_total=cfg.max_total_payload_bytes))
+                              max_total=cfg.max_total_payload_bytes),
+        analyser=PayloadAnalyser() if cfg.analyse_payloads else None)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -104,6 +106,8 @@ async def run(cfg: SensorConfig, persona: Persona) -> None:
         log.info("stopping: %d sessions open", server.open_sessions)
     finally:
         await server.stop()
+        if server.analyser is not None:
+            server.analyser.close()
         if stats is not None:
             stats.cancel()
         spool.close()

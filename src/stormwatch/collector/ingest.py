@@ -76,11 +76,21 @@ def _ingest_one(store: Store, writer: BatchWriter, path: str, fmt: str | None,
     except InputError as exc:
         summary.error = str(exc)
     if src is not None and summary.format == "pcap":  # and its SMB/DCE-RPC through the sensor's detectors
+        from stormwatch.collector.attack_events import attack_event_table
+        from stormwatch.collector.multistage import follow_attacks
         from stormwatch.collector.replay import payload_dir_beside, replay_capture
 
-        for events in replay_capture(src, payload_dir_beside(store.path)):
+        payload_dir = payload_dir_beside(store.path)
+        replayed: list[pa.Table] = []
+        for events in replay_capture(src, payload_dir):
             _widen(summary, events)
             writer.put(events)
+            replayed.append(events.filter(pc.equal(events.column("event"), "exploit.attempt")))
+        # then follow each exploit into its later stages (shell, FTP, rebuilt download)
+        stages = attack_event_table(follow_attacks(path, replayed, payload_dir), sensor)
+        if stages is not None:
+            _widen(summary, stages)
+            writer.put(stages)
     after = writer.flush()
     summary.accepted = after.inserted - before.inserted
     summary.duplicates = after.duplicates - before.duplicates

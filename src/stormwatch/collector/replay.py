@@ -56,6 +56,7 @@ from stormwatch.collector.tcp_streams import ACK, FIN, RST, SYN, Budget, HalfStr
 from stormwatch.errors import InputError
 from stormwatch.events.records import StoreFeed
 from stormwatch.ingest.base import CHUNK_ROWS, Source
+from stormwatch.sensor.analysis import PayloadAnalyser
 from stormwatch.sensor.limits import ServerLimits, SessionLimits
 from stormwatch.sensor.outputs import Close, Emit, Output, Send
 from stormwatch.sensor.payloads import PayloadStore
@@ -95,6 +96,7 @@ class CaptureReplay:
         self.spool = Spool(None, sensor, clock=lambda: self.now, on_record=self.feed.add)
         self.payload_dir = payload_dir
         self._payloads: PayloadStore | None = None
+        self._analyser = PayloadAnalyser()
         self.budget = Budget(self.limits.max_held_total)
         self.conns: OrderedDict[tuple[str, int, str, int], Conn] = OrderedDict()  # least recently active first
         self.finished: OrderedDict[tuple[str, int, str, int], None] = OrderedDict()
@@ -327,6 +329,10 @@ class CaptureReplay:
         if out.payload is not None and out.event == "exploit.attempt":
             kept = self._payload_store(out.payload)
             fields = {**fields, "payload_sha256": kept[0], "payload_size": kept[1]}
+            self._emit(conn, out.event, fields)
+            for event, more in self._analyser.events(out.payload):  # offline: analysed in line
+                self._emit(conn, event, more)
+            return
         self._emit(conn, out.event, fields)
 
     def _payload_store(self, payload: bytes) -> tuple[str, int]:

@@ -31,6 +31,7 @@ from typing import Any
 from stormwatch.demo.attack import AttackReport, LivePlan, drive, schedule
 from stormwatch.demo.generate import DemoPlan
 from stormwatch.events.records import StoreFeed
+from stormwatch.sensor.analysis import PayloadAnalyser
 from stormwatch.sensor.payloads import PayloadStore
 from stormwatch.sensor.persona import generate as generate_persona
 from stormwatch.sensor.server import SensorServer
@@ -91,7 +92,7 @@ class Honeypot:
         # session ids stay truly random: a rerun with --keep must not reuse the ids of stored sessions
         self.server = SensorServer(spool=self.spool, persona=persona, host=HOST, clock=self.clock,
                                    ports={"smb": 0, "netbios-ssn": 0, "dcerpc": None, "nbns": None},
-                                   payloads=PayloadStore(self.payload_dir))
+                                   payloads=PayloadStore(self.payload_dir), analyser=PayloadAnalyser())
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="stormwatch-honeypot", daemon=True)
         self.thread.start()
@@ -142,6 +143,8 @@ class Honeypot:
             asyncio.run_coroutine_threadsafe(stop(), self.loop).result(30)
         finally:
             self._stop_loop()
+            if self.server.analyser is not None:
+                self.server.analyser.close()
             self.spool.close()
 
     def _stop_loop(self) -> None:

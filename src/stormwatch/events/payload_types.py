@@ -26,7 +26,7 @@ PAYLOAD_SHELLCODE = EventType("payload.shellcode", 1, "Shellcode found in an exp
     Field("size", _I, "Payload size in bytes."),
     Field("offset", _I, "Where the shellcode starts in the payload (decoder stub, GetPC or end of the sled)."),
     Field("decoder", _S, "Decoder loop, e.g. `xor8`, `xor32`, `add8`, `xor32-additive`; empty when not encoded."),
-    Field("key", _S, "Decoder key in hex (memory order); empty when none."),
+    Field("decoder_key", _S, "Decoder key in hex (memory order); empty when none."),
     Field("decoded_size", _I, "Bytes the decoder rewrote."),
     Field("decoded_sha256", _S, "SHA-256 of the decoded body, when there is one."),
     Field("getpc", _S, "GetPC technique: `call-pop`, `call4-pop`, `fnstenv`, `jmp-call-pop`, `call-back`."),

@@ -216,7 +216,7 @@ def build_query(src: Source, clock: Clock, *, candidates_only: bool = False) -> 
     """The DuckDB query reading ``src``: one row per non-blank line, in file order, with ``st``
     (0 event, 1 not a LOG line, 2 for the reference parser), ``h`` (hash of the line) and the
     columns of :func:`~stormwatch.events.arrow_schema`. With ``candidates_only`` the lines that
-    are certainly not LOG lines (no ``UT=``; they would get ``st`` 1) are left out."""
+    are certainly not LOG lines (no ``IN=``; they would get ``st`` 1) are left out."""
     icmp = "proto_raw IN ('ICMP', 'ICMPv6')"
     mid = "('CE', 'DF', 'MF')"  # IPv4 flag words the kernel may print between ID= and PROTO=
     months = ", ".join(f"'{m}'" for m in MONTHS)
@@ -247,11 +247,9 @@ def build_query(src: Source, clock: Clock, *, candidates_only: bool = False) -> 
     v6s, v6d = _v6_stages("src"), _v6_stages("dst")
     return f"""
 WITH raw AS (
-  SELECT line, strpos(line, 'UT=') AS po FROM {sql_lines(src)}
-  WHERE {SQL_NOT_BLANK} {"AND strpos(line, 'UT=') > 0" if candidates_only else ""}
+  SELECT line, strpos(line, 'IN=') AS pi FROM {sql_lines(src)} WHERE {SQL_NOT_BLANK}
 ), l1 AS (
-  SELECT line, po, CASE WHEN po > 0 THEN hash(line) END AS h, CASE WHEN po > 0 THEN strpos(line, 'IN=') END AS pi
-  FROM raw
+  SELECT line, pi, CASE WHEN pi > 0 THEN hash(line) END AS h FROM raw {"WHERE pi > 0" if candidates_only else ""}
 ), l2 AS (
   SELECT *, CASE WHEN pi > 0 THEN string_split(substr(line, pi), ' ') END AS b,
     CASE WHEN pi > 0 THEN left(line, pi - 1) END AS hd,
@@ -290,7 +288,7 @@ WITH raw AS (
     CASE WHEN w IS NOT NULL THEN {seg} END AS seg
   FROM l7
 ), l9 AS (
-  SELECT *, CASE WHEN po = 0 THEN 1 WHEN {ok} THEN 0 ELSE 2 END AS st FROM l8
+  SELECT *, CASE WHEN pi = 0 THEN 1 WHEN {ok} THEN 0 ELSE 2 END AS st FROM l8
 ), l10 AS (
   SELECT *, CASE WHEN st = 0 AND v6 THEN {v6s[0]} END AS src_j,
     CASE WHEN st = 0 AND v6 THEN {v6d[0]} END AS dst_j FROM l9
@@ -304,7 +302,7 @@ SELECT st, h, 'fw.connection' AS event, ts, {_literal(src.sensor)} AS sensor, NU
   CASE proto_raw WHEN 'TCP' THEN 'tcp' WHEN 'UDP' THEN 'udp' WHEN 'ICMP' THEN 'icmp' ELSE 'icmp6' END AS proto,
   CASE WHEN proto_raw = 'TCP' THEN {_flags_sql("seg")} END AS tcp_flags, {_action_sql("low")} AS action,
   NULL::VARCHAR AS outcome, 1::BIGINT AS count, 1::SMALLINT AS schema_version, {data} AS data,
-  CASE WHEN po > 0 THEN line END AS key
+  CASE WHEN pi > 0 THEN line END AS key
 FROM l11
 """
 
@@ -350,7 +348,7 @@ class IptablesReader(Reader):
                 yield chunk
             refused = [int(r[0]) for r in con.execute("SELECT line FROM reject_errors ORDER BY line").fetchall()]
             others = con.execute(f"SELECT count(*) FROM {sql_lines(src, keep_refused=False)} "
-                                 f"WHERE {SQL_NOT_BLANK} AND strpos(line, 'UT=') = 0").fetchall()[0][0] if plain else 0
+                                 f"WHERE {SQL_NOT_BLANK} AND strpos(line, 'IN=') = 0").fetchall()[0][0] if plain else 0
         except (duckdb.IOException, duckdb.InvalidInputException) as exc:
             reason = str(exc).splitlines()[0]
             if plain and done:  # the lines handed out so far are not all the lines read

@@ -30,6 +30,7 @@ Every key is optional; docs/sensor.md is the reference. Layout::
     [payloads]
     max_payload_bytes = 4194304
     max_total_bytes = 1073741824
+    analyse = true              # shellcode analysis of kept payloads, in a worker thread
 
 Unknown tables or keys are errors (a typo must not silently leave a limit at its default).
 Relative ``state_dir`` is relative to the configuration file's directory.
@@ -98,6 +99,7 @@ class SensorConfig:
     session_limits: SessionLimits = field(default_factory=SessionLimits)
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD
     max_total_payload_bytes: int = DEFAULT_MAX_TOTAL
+    analyse_payloads: bool = True
 
     @property
     def spool_path(self) -> Path:
@@ -185,7 +187,11 @@ def parse(data: dict[str, Any], *, base: Path, origin: str = "config") -> Sensor
     changes["session_limits"] = _numbers(SessionLimits, session, origin, "session_limits.")
 
     payloads = _table(data, "payloads", origin)
-    _only(payloads, {"max_payload_bytes", "max_total_bytes"}, origin, "payloads.")
+    _only(payloads, {"max_payload_bytes", "max_total_bytes", "analyse"}, origin, "payloads.")
+    if "analyse" in payloads:
+        if not isinstance(payloads["analyse"], bool):
+            raise ConfigError(f"{origin}: payloads.analyse must be true or false, not {payloads['analyse']!r}")
+        changes["analyse_payloads"] = payloads["analyse"]
     for key, attr in (("max_payload_bytes", "max_payload_bytes"), ("max_total_bytes", "max_total_payload_bytes")):
         if key in payloads:
             v = payloads[key]

@@ -53,6 +53,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, cast
 
+from stormwatch.sensor.analysis import PayloadAnalyser, PayloadEvents
 from stormwatch.sensor.config import DEFAULT_PORTS, TransportLimits
 from stormwatch.sensor.limits import ServerLimits, SessionLimits
 from stormwatch.sensor.outputs import Close, Emit, Output, Send
@@ -106,8 +107,8 @@ class _Conn(asyncio.BufferedProtocol):
     in the server's one read buffer and are copied out at once (the loop runs one callback at a
     time, so connections never share it at the same moment)."""
 
-    __slots__ = ("bytes_in", "bytes_out", "closing", "ident", "last", "reason", "server", "service",
-                 "session", "started", "transport")
+    __slots__ = ("bytes_in", "bytes_out", "closing", "ident", "last", "lost", "pending", "reason", "server",
+                 "service", "session", "started", "transport")
 
     def __init__(self, server: SensorServer, service: str) -> None:
         self.server = server
@@ -119,6 +120,8 @@ class _Conn(asyncio.BufferedProtocol):
         self.bytes_in = self.bytes_out = 0
         self.reason: str | None = None
         self.closing = False
+        self.pending = 0  # payload analyses still running for this session
+        self.lost = False  # the connection is gone; session.closed waits for the pending analyses
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # a cast, not an isinstance check: other event loops' transports (uvloop's) are not subclasses
@@ -167,7 +170,8 @@ class SensorServer:
     def __init__(self, *, spool: Spool, persona: Persona, host: str = "127.0.0.1",
                  ports: Mapping[str, int | None] = DEFAULT_PORTS, limits: ServerLimits | None = None,
                  session_limits: SessionLimits | None = None, transport_limits: TransportLimits | None = None,
-                 payloads: PayloadStore | None = None, clock: Callable[[], float] = time.time,
+                 payloads: PayloadStore | None = None, analyser: PayloadAnalyser | None = None,
+                 clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
                  session_factory: SessionFactory | None = None, nbns_handler: NbnsHandler | None = None) -> None:
         self.spool = spool
@@ -178,6 +182,7 @@ class SensorServer:
         self.session_limits = session_limits or SessionLimits()
         self.tlimits = transport_limits or TransportLimits()
         self.payloads = payloads
+        self.analyser = analyser
         self.clock = clock
         self.monotonic = monotonic
         self.rng = rng or random.Random()
@@ -326,7 +331,7 @@ class SensorServer:
                 if not conn.closing and out.data:
                     held.append(out.data)
             elif isinstance(out, Emit):
-                self._emit_output(ident, out)
+                self._emit_output(ident, out, conn)
             elif isinstance(out, Close):
                 if held:
                     self._write(conn, transport, held)
@@ -352,6 +357,9 @@ class SensorServer:
         if ident is None:  # connection_made never ran
             return
         conn.closing = True
+        conn.lost = True
+        if conn.pending:  # session.closed stays last: it follows the payload events still coming
+            return
         if conn.session is not None:
             try:
                 outs = conn.session.connection_lost()
@@ -406,7 +414,7 @@ class SensorServer:
         self._emit(conn.ident, "session.anomaly", {"kind": kind, "detail": detail})
 
     # -- events -----------------------------------------------------------------------------------
-    def _emit_output(self, ident: Identity, out: Emit) -> None:
+    def _emit_output(self, ident: Identity, out: Emit, conn: _Conn | None = None) -> None:
         fields = out.fields
         if out.payload is not None and out.event == "exploit.attempt":
             if self.payloads is not None:
@@ -415,7 +423,27 @@ class SensorServer:
             else:
                 digest, size = hashlib.sha256(out.payload).hexdigest(), len(out.payload)
             fields = {**fields, "payload_sha256": digest, "payload_size": size}
+            self._emit(ident, out.event, fields)
+            if self.analyser is not None and conn is not None:
+                self._analyse(conn, ident, out.payload)
+            return
         self._emit(ident, out.event, fields)
+
+    def _analyse(self, conn: _Conn, ident: Identity, payload: bytes) -> None:
+        """The payload's ``payload.shellcode`` / ``payload.offer`` events, from the worker thread
+        (never on the loop); the session's ``session.closed`` waits for them."""
+        analyser = self.analyser
+        assert analyser is not None
+        conn.pending += 1
+
+        def done(events: PayloadEvents) -> None:
+            for event, fields in events:
+                self._emit(ident, event, fields)
+            conn.pending -= 1
+            if conn.lost and not conn.pending:
+                self._lost(conn)
+
+        analyser.submit(payload, done)
 
     def _emit(self, ident: Identity, event: str, fields: Mapping[str, Any]) -> None:
         try:

@@ -108,4 +108,42 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        5,
+        "create_threat_level",
+        # The threat level's history (stormwatch.threat.state): every change of the level with
+        # who or what made it ('rules' or 'analyst:NAME') and its reasons (JSON list); the
+        # analysts' overrides (active from set_at until expires_at, or until cleared); and the
+        # rules' own state after each evaluation (the level the rules hold, and when the rules
+        # last supported it), which the hold time before lowering is measured from.
+        """
+        CREATE SEQUENCE threat_level_change_seq;
+        CREATE TABLE threat_level_changes (
+            change_id BIGINT    NOT NULL DEFAULT nextval('threat_level_change_seq'),
+            ts        TIMESTAMP NOT NULL,
+            level     SMALLINT  NOT NULL,
+            previous  SMALLINT  NOT NULL,
+            actor     VARCHAR   NOT NULL,
+            reasons   VARCHAR   NOT NULL
+        );
+        CREATE SEQUENCE threat_level_override_seq;
+        CREATE TABLE threat_level_overrides (
+            override_id BIGINT    NOT NULL DEFAULT nextval('threat_level_override_seq'),
+            level       SMALLINT  NOT NULL,
+            reason      VARCHAR   NOT NULL,
+            who         VARCHAR   NOT NULL,
+            set_at      TIMESTAMP NOT NULL,
+            expires_at  TIMESTAMP,
+            cleared_at  TIMESTAMP,
+            cleared_by  VARCHAR
+        );
+        CREATE TABLE threat_level_checks (
+            ts           TIMESTAMP NOT NULL,
+            level        SMALLINT  NOT NULL,
+            rule_level   SMALLINT  NOT NULL,
+            candidate    SMALLINT  NOT NULL,
+            supported_at TIMESTAMP NOT NULL
+        );
+        """,
+    ),
 )

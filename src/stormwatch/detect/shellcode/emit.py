@@ -16,7 +16,7 @@ def event_fields(report: ShellcodeReport) -> list[tuple[str, dict[str, Any]]]:
         return []
     out: list[tuple[str, dict[str, Any]]] = [("payload.shellcode", {
         "payload_sha256": report.sha256, "payload_md5": report.md5, "size": report.size,
-        "offset": report.offset, "decoder": report.decoder or "", "key": report.key or "",
+        "offset": report.offset, "decoder": report.decoder or "", "decoder_key": report.key or "",
         "decoded_size": report.decoded_size, "decoded_sha256": report.decoded_sha256 or "",
         "getpc": report.getpc or "", "api_profile": report.api_profile,
         "api_calls": [list(c) for c in report.api_calls], "binds": list(report.binds),

@@ -1,0 +1,96 @@
+"""Payload analysis for the sensor and the capture replay: the ``payload.shellcode`` and
+``payload.offer`` events of a kept exploit payload (:mod:`stormwatch.detect.shellcode`).
+
+Bots send the same exploit argument again and again, so results are cached by SHA-256 (bounded,
+least recently used first out): a payload is emulated once per process. The live sensor must
+never wait for an emulation on its event loop: :meth:`PayloadAnalyser.submit` runs a payload not
+yet cached in one worker thread and calls back on the loop; the replay, which is offline, calls
+:meth:`PayloadAnalyser.events` directly. The emulator's own limits (instructions, memory, time,
+API calls) bound every run; an analyser bug becomes an empty result and a log line, never a lost
+session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from stormwatch.detect.shellcode import Limits, analyze
+from stormwatch.detect.shellcode.emit import event_fields
+
+log = logging.getLogger(__name__)
+
+PayloadEvents = list[tuple[str, dict[str, Any]]]
+
+CACHE_ENTRIES = 4096
+
+
+class PayloadAnalyser:
+    """Analyses exploit payloads once each (by SHA-256) and hands back their events."""
+
+    def __init__(self, limits: Limits | None = None, *, cache_entries: int = CACHE_ENTRIES) -> None:
+        self.limits = limits or Limits()
+        self.cache_entries = cache_entries
+        self._cache: OrderedDict[str, PayloadEvents] = OrderedDict()
+        self._pool: ThreadPoolExecutor | None = None
+        self.analysed = 0
+        self.failed = 0
+
+    def cached(self, payload: bytes) -> PayloadEvents | None:
+        """The events of a payload already analysed, else None."""
+        key = hashlib.sha256(payload).hexdigest()
+        found = self._cache.get(key)
+        if found is not None:
+            self._cache.move_to_end(key)
+        return found
+
+    def events(self, payload: bytes) -> PayloadEvents:
+        """Analyse now (cached): for offline callers such as the capture replay."""
+        found = self.cached(payload)
+        return found if found is not None else self._remember(payload, self._run(payload))
+
+    def submit(self, payload: bytes, done: Callable[[PayloadEvents], None]) -> None:
+        """Analyse in the worker thread; ``done(events)`` is then called on the running event loop.
+        A cached payload calls ``done`` at once."""
+        found = self.cached(payload)
+        if found is not None:
+            done(found)
+            return
+        loop = asyncio.get_running_loop()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stormwatch-payload")
+        future = self._pool.submit(self._run, payload)
+
+        def finished(f: Future[PayloadEvents]) -> None:
+            result = f.result() if not f.cancelled() else []
+            loop.call_soon_threadsafe(lambda: done(self._remember(payload, result)))
+
+        future.add_done_callback(finished)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _run(self, payload: bytes) -> PayloadEvents:
+        try:
+            result = event_fields(analyze(payload, limits=self.limits))
+        except Exception:  # a bug in the analyser must cost one analysis, not the session
+            log.exception("payload analysis failed (%d bytes); no payload events", len(payload))
+            self.failed += 1
+            return []
+        self.analysed += 1
+        return result
+
+    def _remember(self, payload: bytes, result: PayloadEvents) -> PayloadEvents:
+        key = hashlib.sha256(payload).hexdigest()
+        self._cache[key] = result
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.cache_entries:
+            self._cache.popitem(last=False)
+        return result
