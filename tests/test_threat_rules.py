@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -211,7 +212,12 @@ def test_missing_signals_and_absent_campaigns_cannot_hold() -> None:
     rs = parse_text(one_rule('[[rule.when]]\nsignal = "campaigns"\nmin_count = 3'), "t")
     res = evaluate_rule(rs.rules[0], signals(), KB)
     assert not res.holds and res.missing == ("campaigns",)
-    assert evaluate_rule(rs.rules[0], signals(campaigns=("a", "b", "c")), KB).holds
+    three = tuple(SimpleNamespace(name=n, exploits=("MS06-040",)) for n in ("a", "b", "c"))
+    assert evaluate_rule(rs.rules[0], signals(campaigns=three), KB).holds
+    # campaigns count per flaw: three campaigns on three different flaws are not "3 exploiting one"
+    spread = tuple(SimpleNamespace(name=n, exploits=(v,)) for n, v in zip("abc", ("MS06-040", "MS04-011", "MS08-067"),
+                                                                            strict=True))
+    assert not evaluate_rule(rs.rules[0], signals(campaigns=spread), KB).holds
     surge_rule = parse_text(one_rule(SURGE), "t").rules[0]
     res = evaluate_rule(surge_rule, signals(surges=[surge()], missing=("surge",)), KB)
     assert not res.holds and res.missing == ("surge",)

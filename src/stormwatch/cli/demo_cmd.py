@@ -1,6 +1,7 @@
 """``stormwatch demo``: the main job end to end on the embedded default (DuckDB): generated
 firewall logs ingested, then the honeypot sensor attacked live over loopback (bots driven through
-impacket, :mod:`stormwatch.demo.live`), then the port report and what the honeypot saw."""
+impacket, :mod:`stormwatch.demo.live`), then the port report, what the honeypot saw, and the early
+warning: surges, scanners, outbreak, campaigns, the threat level rising and the MS06-040 advisory."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from stormwatch.analytics import DuckDBEngine, latest_day, port_history, refresh_rollup, top_ports, top_sources
+from stormwatch.cli.demo_warning import early_warning
 from stormwatch.cli.options import db_option, open_store
 from stormwatch.cli.output import render
 from stormwatch.cli.report_cmd import sources_rows
@@ -36,7 +38,8 @@ def demo(workdir: str, fresh: bool, live: bool, db_path: str | None) -> None:
     """Generate weeks of firewall logs from three sensors (July-August 2006, ending in the MS06-040
     bot surge on 139/445), ingest them, attack the honeypot sensor live on loopback with bots
     (MS06-040, MS08-067, MS04-011 and benign clients from 127.0.0.0/8), and print the port report
-    with the surge and what the honeypot saw."""
+    with the surge, what the honeypot saw, the surges, scanners, outbreak and campaigns found, the
+    threat level as it rose, and the MS06-040 advisory."""
     if live:
         _check_live()
     db = Path(db_path or "var/demo.duckdb")
@@ -71,6 +74,7 @@ def demo(workdir: str, fresh: bool, live: bool, db_path: str | None) -> None:
                                           "last_seen"]))
         if result is not None:
             _honeypot_report(store, result)
+        early_warning(store, workdir)
     click.echo(f"\nThe store is {db}; try: stormwatch report ports --db {db} --by sources")
     if result is not None:
         click.echo(f"     or: stormwatch events --db {db} --type exploit.attempt --sensor {HONEYPOT}")

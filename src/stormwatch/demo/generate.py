@@ -44,6 +44,8 @@ class DemoPlan:
     surge_sources_day1: int = 150  # distinct bots on the first surge day, per sensor
     surge_growth: float = 2.0  # daily growth factor of bot numbers
     probes_per_bot: int = 6
+    infected_at: datetime = datetime(2006, 8, 13, 9, 12)  # a campus host caught by a bot starts scanning out
+    infected_host: int = 0x0A141E22  # 10.20.30.34, behind the campus firewall
     seed: int = 2006
 
     @property
@@ -130,9 +132,31 @@ def _records(plan: DemoPlan, rng: np.random.Generator, sensor_index: int) -> _Re
         parts.append((ts[keep], src[keep], dst[keep], rng.integers(1025, 5000, size=n)[keep], dport[keep],
                       np.full(int(keep.sum()), "TCP", dtype=object)))
         day += 1
+    if SENSORS[sensor_index] == "campus-fw":
+        parts.append(_infected(plan, rng))
     cols = [np.concatenate([p[i] for p in parts]) for i in range(6)]
     order = np.argsort(cols[0], kind="stable")
     return _Records(*(c[order] for c in cols))
+
+
+def _infected(plan: DemoPlan, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """A campus host infected by a bot: every ~20 minutes it sweeps 150 random Internet addresses on
+    139 or 445 within a few seconds (what ISC's diary described for Randex.GEL), dropped outbound by
+    the campus firewall. ``stormwatch scanners`` should name it."""
+    t = _epoch(plan.infected_at)
+    end = _epoch(plan.end)
+    parts = []
+    while t < end:
+        n = 150
+        ts = t + np.sort(rng.uniform(0, 4, size=n))
+        dst = rng.integers(0x0B000000, 0xDF000000, size=n, dtype=np.uint32)
+        port = 139 if rng.random() < 0.5 else 445
+        keep = ts < end
+        parts.append((ts[keep], np.full(int(keep.sum()), plan.infected_host, dtype=np.uint32), dst[keep],
+                      rng.integers(1025, 5000, size=n)[keep], np.full(int(keep.sum()), port),
+                      np.full(int(keep.sum()), "TCP", dtype=object)))
+        t += rng.uniform(900, 1500)
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(6))
 
 
 def _diurnal() -> np.ndarray:
@@ -146,7 +170,9 @@ def _ip(n: int) -> str:
 
 
 def _iptables_body(i: int, src: int, dst: int, sport: int, dport: int, proto: str) -> str:
-    head = (f"DSHIELDINPUT IN=eth0 OUT= MAC=00:16:3e:5e:6c:00:00:16:3e:0c:01:02:08:00 SRC={_ip(src)} "
+    # a private source is a campus host going out (forwarded from eth1 to eth0); anything else comes in
+    ifaces = "IN=eth1 OUT=eth0" if src >> 24 == 10 else "IN=eth0 OUT="
+    head = (f"DSHIELDINPUT {ifaces} MAC=00:16:3e:5e:6c:00:00:16:3e:0c:01:02:08:00 SRC={_ip(src)} "
             f"DST={_ip(dst)} ")
     if proto == "ICMP":
         return head + f"LEN=60 TOS=0x00 PREC=0x00 TTL=113 ID={i % 65536} PROTO=ICMP TYPE=8 CODE=0 ID=512 SEQ={i % 999}"

@@ -55,6 +55,7 @@ class Advisory:
     level_reasons: tuple[str, ...]
     level_source: str
     notes: tuple[str, ...] = field(default=())
+    campaigns: tuple[Any, ...] = field(default=())  # analytics.campaigns.Campaign exploiting it
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +69,9 @@ class Advisory:
             "actions": [{"action": a.action, "reason": a.reason} for a in self.actions],
             "level": self.level, "level_reasons": list(self.level_reasons), "level_source": self.level_source,
             "notes": list(self.notes),
+            "campaigns": [{"name": c.name, "id": c.id, "family": c.family, "attacks": c.attacks, "sources": c.sources,
+                           "first_seen": c.first_seen, "last_seen": c.last_seen, "growth": c.growth,
+                           "offers": list(c.offers)} for c in self.campaigns],
         }
 
 
@@ -93,6 +97,7 @@ def build_advisory(engine: Engine, vuln: Vuln, at: datetime, *, kb: KnowledgeBas
                        or (g.kind == "exploit" and g.subject.upper() in ids)) and (g.active or g.since >= since))
     outbreak = next((o for o in signals.outbreaks if o.subject.upper() in ids), None)
     infected = tuple(x for x in signals.scanners if x.direction == "outbound" and set(x.ports) & ports)
+    campaigns = tuple(c for c in signals.campaigns or () if ids & {x.upper() for x in c.exploits})
     actions = [Action(m.action, m.reason) for m in vuln.mitigations]
     if infected:
         more = f" and {len(infected) - 10} more" if len(infected) > 10 else ""
@@ -104,7 +109,7 @@ def build_advisory(engine: Engine, vuln: Vuln, at: datetime, *, kb: KnowledgeBas
     if activity is None or activity.attempts == 0:
         notes.append(f"no exploit attempt against {vuln.id} was seen in the {days} days before {fmt_ts(at)}")
     return Advisory(vuln, at, since, activity, daily, surges, outbreak, infected, tuple(actions), level,
-                    tuple(level_reasons), level_source, tuple(notes))
+                    tuple(level_reasons), level_source, tuple(notes), campaigns)
 
 
 def _ports(ports: set[int]) -> str:
@@ -133,6 +138,10 @@ def _observed(a: Advisory) -> list[str]:
                    + (f"; {e.probes} probes from {e.probe_sources} sources" if e.probes else "") + ".")
     else:
         out.append("Not seen by this installation in the window.")
+    if a.campaigns:
+        out.append(f"{len(a.campaigns)} distinct campaign{'s' if len(a.campaigns) != 1 else ''} exploiting it: "
+                   + "; ".join(_campaign(c) for c in a.campaigns[:8])
+                   + (f"; and {len(a.campaigns) - 8} more" if len(a.campaigns) > 8 else "") + ".")
     out += [f"Surge: {describe_surge(g)}." for g in a.surges]
     if not a.surges:
         out.append("No surge on its ports or of its exploits.")
@@ -147,6 +156,12 @@ def _observed(a: Advisory) -> list[str]:
     out += [f"Local host {x.src} scanning out on ports {', '.join(map(str, x.ports))} "
             f"({x.targets} targets, decided {fmt_ts(x.decided_at)})." for x in a.infected_local]
     return out
+
+
+def _campaign(c: Any) -> str:
+    growth = f", {c.growth:+.0%} week over week" if c.growth is not None else ""
+    offers = f", offers {', '.join(c.offers[:2])}" if c.offers else ""
+    return f"{c.name} ({c.attacks} attacks from {c.sources} sources{growth}{offers})"
 
 
 # -- Markdown -----------------------------------------------------------------------------------

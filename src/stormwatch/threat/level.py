@@ -138,7 +138,11 @@ def describe_match(m: Match, kb: KnowledgeBase) -> str:
         return describe_scanners(items)
     if m.condition.signal == "campaigns":
         names = [str(getattr(c, "name", getattr(c, "id", ""))) for c in items[:SHOWN]]
-        return f"{_plural(len(items), 'campaign')}" + (f": {', '.join(n for n in names if n)}" if any(names) else "")
+        common = set.intersection(*(set(getattr(c, "exploits", ())) for c in items)) if items else set()
+        flaw = f" exploiting {', '.join(sorted(common))}" if common else ""
+        listed = f": {', '.join(n for n in names if n)}" if any(names) else ""
+        more = f" and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
+        return f"{_plural(len(items), 'distinct campaign')}{flaw}{listed}{more}"
     def phrase(x: Any) -> str:
         if isinstance(x, ExploitActivity):
             new = isinstance(m.condition, ExploitCond) and m.condition.new_within_hours is not None
@@ -202,6 +206,9 @@ def _optional(module: str, name: str) -> Callable[..., Any] | None:
     return fn
 
 
+CAMPAIGN_WINDOW = timedelta(days=7)
+
+
 def gather_signals(engine: Engine, at: datetime, *, window: timedelta = timedelta(hours=24),
                    local_nets: Sequence[str] | None = None) -> Signals:
     """Everything the rules look at, computed from the data before ``at``: exploit activity and
@@ -219,8 +226,12 @@ def gather_signals(engine: Engine, at: datetime, *, window: timedelta = timedelt
     outbreaks = call("outbreak", "stormwatch.analytics.outbreak", "estimate_outbreaks", until=at)
     scanners = call("scanner", "stormwatch.analytics.scanners", "detect_scanners", since=at - window, until=at,
                     local_nets=local_nets)
+    # bot families active over the last week (ThreatCon's "six bots" were counted over days)
+    campaigns = call("campaigns", "stormwatch.analytics.campaigns", "campaigns", since=at - CAMPAIGN_WINDOW,
+                     until=at)
     return Signals(at=at, exploits=tuple(exploit_activity(engine, since=at - window, until=at)),
-                   surges=surges, outbreaks=outbreaks, scanners=scanners, campaigns=None,
+                   surges=surges, outbreaks=outbreaks, scanners=scanners,
+                   campaigns=None if "campaigns" in missing else campaigns,
                    exploit_history_since=exploit_history_start(engine), missing=tuple(missing))
 
 

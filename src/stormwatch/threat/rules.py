@@ -425,6 +425,20 @@ def match_scanner(c: ScannerCond, s: Signals) -> list[Scanner]:
             and (not c.ports or set(x.ports) & set(c.ports)) and x.targets >= c.min_targets]
 
 
+def match_campaigns(s: Signals, vulns: Sequence[str] | None) -> list[Any]:
+    """The campaigns exploiting one flaw: of ``vulns`` (those the rule's exploit or outbreak
+    conditions matched; every exploited flaw when None), the one the most campaigns exploit
+    ("6 distinct campaigns exploiting MS06-040"). Probes do not count as exploiting."""
+    found = list(s.campaigns or ())
+    candidates = set(vulns) if vulns is not None else {v for c in found for v in c.exploits}
+    best: list[Any] = []
+    for vuln in sorted(candidates):
+        using = [c for c in found if vuln in c.exploits]
+        if len(using) > len(best):
+            best = using
+    return best
+
+
 def evaluate_rule(rule: Rule, s: Signals, kb: KnowledgeBase) -> RuleResult:
     """Whether every condition of ``rule`` holds. Exploit and outbreak conditions go first, so that
     a surge condition with ``ports = "exploited"`` knows which bulletins the rule is about: those
@@ -452,7 +466,7 @@ def evaluate_rule(rule: Rule, s: Signals, kb: KnowledgeBase) -> RuleResult:
         elif isinstance(c, ScannerCond):
             items = match_scanner(c, s)
         else:
-            items = list(s.campaigns or ())
+            items = match_campaigns(s, about if scoped else None)
         if len(items) < c.min_count:
             return RuleResult(rule, False)
         matches[i] = Match(c, tuple(items))
