@@ -24,6 +24,12 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "sensor_sessions": ("bench_sensor_sessions.py", [], ["--seconds", "3"]),
     "sensor_idle": ("bench_sensor_idle.py", [], ["--connections", "2000"]),
     "replay": ("bench_replay.py", [], ["--copies", "5", "--runs", "1"]),
+    "payload": ("bench_payload.py", [], []),
+    "campaigns": ("bench_campaigns.py", [], ["--attacks", "100k", "--families", "20"]),
+    # the early-warning evaluations (issue 4): detection delay, misses, false alarms
+    "eval_surges": ("eval/eval_surges.py", [], ["--runs", "3", "--quick"]),
+    "eval_scanners": ("eval/eval_scanners.py", [], []),
+    "eval_outbreak": ("eval/eval_outbreak.py", [], []),
 }
 
 

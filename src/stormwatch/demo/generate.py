@@ -100,7 +100,7 @@ def _records(plan: DemoPlan, rng: np.random.Generator, sensor_index: int) -> _Re
     weights = weights / weights.sum()
     # background: a persistent pool of scanners (some return every day) plus one-off sources
     pool = rng.integers(0x0B000000, 0xDF000000, size=4000, dtype=np.uint32)
-    parts = []
+    parts: list[tuple[np.ndarray, ...]] = []
     for day in range(plan.days):
         n = rng.poisson(plan.background_per_day * (1.0 + 0.1 * sensor_index))
         # daily cycle: more scanning in the (UTC) evening
