@@ -8,10 +8,9 @@ from typing import Any
 
 import click
 
-from stormwatch.analytics import DuckDBEngine
 from stormwatch.analytics.campaigns import Campaign, campaign, campaigns
 from stormwatch.analytics.family_rules import RuleSet, load_rules
-from stormwatch.cli.options import db_option, open_store, parse_time
+from stormwatch.cli.options import db_option, engine_options, open_engine, parse_time
 from stormwatch.cli.output import render
 from stormwatch.errors import StormwatchError
 
@@ -29,7 +28,7 @@ def _common(f: Any) -> Any:
     f = click.option("--since", default=None, help="Start of the window (date or ISO time, UTC).")(f)
     f = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
                      help="Output format.")(f)
-    return db_option(f)
+    return engine_options(db_option(f))
 
 
 def _rules(files: tuple[str, ...]) -> RuleSet:
@@ -53,12 +52,12 @@ def _row(c: Campaign) -> dict[str, Any]:
 @click.command("campaigns")
 @_common
 def campaigns_cmd(fmt: str, since: str | None, until: str | None, rule_files: tuple[str, ...],
-                  payload_dir: str | None, db_path: str | None) -> None:
+                  payload_dir: str | None, db_path: str | None, engine: str, lake: str | None) -> None:
     """Attack campaigns: exploit sessions clustered by fingerprint, named by family rules, most
     attacks first, with week-over-week growth (attacks in the last 7 days / the 7 before)."""
     rules = _rules(rule_files)
-    with open_store(db_path, read_only=True) as store:
-        found = campaigns(DuckDBEngine(store), since=parse_time(since), until=parse_time(until), rules=rules,
+    with open_engine(db_path, engine, lake) as eng:
+        found = campaigns(eng, since=parse_time(since), until=parse_time(until), rules=rules,
                           payloads=payload_dir)
     if fmt == "json":
         click.echo(json.dumps([c.as_dict() for c in found], indent=1))
@@ -74,11 +73,11 @@ def campaigns_cmd(fmt: str, since: str | None, until: str | None, rule_files: tu
 @click.argument("name")
 @_common
 def campaign_cmd(name: str, fmt: str, since: str | None, until: str | None, rule_files: tuple[str, ...],
-                 payload_dir: str | None, db_path: str | None) -> None:
+                 payload_dir: str | None, db_path: str | None, engine: str, lake: str | None) -> None:
     """One campaign by NAME, id (cmp-xxxxxx) or family: its fingerprint, activity, sources, payloads."""
     rules = _rules(rule_files)
-    with open_store(db_path, read_only=True) as store:
-        d = campaign(DuckDBEngine(store), name, since=parse_time(since), until=parse_time(until), rules=rules,
+    with open_engine(db_path, engine, lake) as eng:
+        d = campaign(eng, name, since=parse_time(since), until=parse_time(until), rules=rules,
                      payloads=payload_dir)
     if d is None:
         raise click.ClickException(f"no campaign {name!r} in the window (see `stormwatch campaigns`)")

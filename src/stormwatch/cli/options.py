@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 import click
 
+from stormwatch.analytics import DuckDBEngine, Engine, SparkEngine
 from stormwatch.cli.output import FORMATS
 from stormwatch.errors import StormwatchError
 from stormwatch.store import Store, default_db_path
@@ -66,3 +68,29 @@ def parse_time(value: str | None) -> datetime | None:
     if ts.tzinfo is not None:
         ts = ts.astimezone(UTC).replace(tzinfo=None)
     return ts
+
+
+def engine_options(f: Any) -> Any:
+    f = click.option("--engine", type=click.Choice(["duckdb", "spark"]), default="duckdb", show_default=True,
+                     help="Run on the store (DuckDB) or on a Parquet lake with Spark local mode.")(f)
+    return click.option("--lake", type=click.Path(file_okay=False), default=None,
+                        help="Parquet lake directory for --engine spark (see `stormwatch export lake`).")(f)
+
+
+@contextmanager
+def open_engine(db_path: str | None, engine: str, lake: str | None) -> Iterator[Engine]:
+    """The engine a command runs on: the store (DuckDB, read-only) or Spark local mode over a lake."""
+    if engine == "spark":
+        if not lake:
+            raise click.UsageError("--engine spark needs --lake DIR (write one with `stormwatch export lake DIR`)")
+        try:
+            eng = SparkEngine(lake)
+        except StormwatchError as exc:
+            raise click.ClickException(str(exc)) from exc
+        try:
+            yield eng
+        finally:
+            eng.spark.stop()
+        return
+    with open_store(db_path, read_only=True) as store:
+        yield DuckDBEngine(store)

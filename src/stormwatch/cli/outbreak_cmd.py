@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import click
 
-from stormwatch.analytics import DuckDBEngine
 from stormwatch.analytics.outbreak import estimate_outbreaks, outbreak_series
-from stormwatch.cli.options import db_option, format_option, open_store, parse_time
+from stormwatch.cli.options import db_option, engine_options, format_option, open_engine, parse_time
 from stormwatch.cli.output import render
 
 OUTBREAK_COLUMNS = ["subject", "decision", "decided_at", "sources", "sensors", "rate", "rate_stderr",
@@ -24,16 +23,17 @@ SERIES_COLUMNS = ["start", "end", "new_sources", "cumulative", "attempts", "alph
 @click.option("--series", is_flag=True, help="Print the binned series of SUBJECT (new and cumulative sources, "
                                              "growth estimate per bin).")
 @format_option
+@engine_options
 @db_option
-def outbreak_cmd(subject: str | None, until: str | None, series: bool, fmt: str, db_path: str | None) -> None:
+def outbreak_cmd(subject: str | None, until: str | None, series: bool, fmt: str, db_path: str | None,
+                 engine: str, lake: str | None) -> None:
     """Growth of each exploit's infected sources: rate per hour, doubling time, vulnerable population
     and the early-warning decision (outbreak / growing / no-growth / insufficient-data). SUBJECT is a
     bulletin (MS06-040) or a destination port (445); without it, every exploit seen."""
     if series and subject is None:
         raise click.UsageError("--series needs a SUBJECT (e.g. MS06-040)")
     ts = parse_time(until)
-    with open_store(db_path, read_only=True) as store:
-        eng = DuckDBEngine(store)
+    with open_engine(db_path, engine, lake) as eng:
         if series:
             assert subject is not None
             s = outbreak_series(eng, subject, until=ts)

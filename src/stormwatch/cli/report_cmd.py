@@ -2,45 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import click
 
-from stormwatch.analytics import DuckDBEngine, Engine, SparkEngine, latest_day, port_history, top_ports, top_sources
-from stormwatch.cli.options import db_option, format_option, open_store, parse_day
+from stormwatch.analytics import latest_day, port_history, top_ports, top_sources
+from stormwatch.cli.options import db_option, engine_options, format_option, open_engine, parse_day
 from stormwatch.cli.output import render
-from stormwatch.errors import StormwatchError
 
 PORT_COLUMNS = ["rank", "port", "records", "targets", "sources", "tcp", "udp", "survival"]
 HISTORY_COLUMNS = ["day", "records", "targets", "sources", "tcp", "udp", "survival"]
 SOURCE_COLUMNS = ["rank", "src_ip", "records", "targets", "ports", "top_ports", "first_seen", "last_seen"]
-
-
-def engine_options(f: Any) -> Any:
-    f = click.option("--engine", type=click.Choice(["duckdb", "spark"]), default="duckdb", show_default=True,
-                     help="Run on the store (DuckDB) or on a Parquet lake with Spark local mode.")(f)
-    return click.option("--lake", type=click.Path(file_okay=False), default=None,
-                        help="Parquet lake directory for --engine spark (see `stormwatch export lake`).")(f)
-
-
-@contextmanager
-def _engine(db_path: str | None, engine: str, lake: str | None) -> Iterator[Engine]:
-    if engine == "spark":
-        if not lake:
-            raise click.UsageError("--engine spark needs --lake DIR (write one with `stormwatch export lake DIR`)")
-        try:
-            eng = SparkEngine(lake)
-        except StormwatchError as exc:
-            raise click.ClickException(str(exc)) from exc
-        try:
-            yield eng
-        finally:
-            eng.spark.stop()
-        return
-    with open_store(db_path, read_only=True) as store:
-        yield DuckDBEngine(store)
 
 
 def sources_rows(rows: list[Any], fmt: str) -> list[dict[str, Any]]:
@@ -67,7 +39,7 @@ def report() -> None:
 def ports_cmd(day: str | None, by: str, limit: int, fmt: str, engine: str, lake: str | None,
               db_path: str | None) -> None:
     """Top ports of one day by records, sources or targets."""
-    with _engine(db_path, engine, lake) as eng:
+    with open_engine(db_path, engine, lake) as eng:
         d = parse_day(day) or latest_day(eng)
         if d is None:
             click.echo("no fw.connection events stored yet (see `stormwatch ingest`)")
@@ -88,7 +60,7 @@ def ports_cmd(day: str | None, by: str, limit: int, fmt: str, engine: str, lake:
 def port_cmd(port: int, since: str | None, until: str | None, fmt: str, engine: str, lake: str | None,
              db_path: str | None) -> None:
     """One port's daily history."""
-    with _engine(db_path, engine, lake) as eng:
+    with open_engine(db_path, engine, lake) as eng:
         rows = port_history(eng, port, parse_day(since), parse_day(until))
     if fmt == "table":
         click.echo(f"port {port}: daily history")
@@ -105,7 +77,7 @@ def port_cmd(port: int, since: str | None, until: str | None, fmt: str, engine: 
 def sources_cmd(day: str | None, since: str | None, limit: int, fmt: str, engine: str, lake: str | None,
                 db_path: str | None) -> None:
     """Top source addresses by records, with their ports and first/last seen."""
-    with _engine(db_path, engine, lake) as eng:
+    with open_engine(db_path, engine, lake) as eng:
         since_d = parse_day(since)
         d = parse_day(day) or (None if since_d else latest_day(eng))
         rows = top_sources(eng, day=d, since=since_d, limit=limit)

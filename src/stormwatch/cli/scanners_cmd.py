@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import click
 
-from stormwatch.analytics import DuckDBEngine
 from stormwatch.analytics.scanners import DEFAULT_LOCAL_NETS, METHODS, detect_scanners, parse_local_nets
-from stormwatch.cli.options import db_option, format_option, open_store, parse_time
+from stormwatch.cli.options import db_option, engine_options, format_option, open_engine, parse_time
 from stormwatch.cli.output import render
 
 COLUMNS = ["src", "direction", "pattern", "method", "first_seen", "decided_at", "attempts_to_decision", "targets",
@@ -30,9 +29,11 @@ COLUMNS = ["src", "direction", "pattern", "method", "first_seen", "decided_at", 
               help="Judge sources by their contacts to this destination port only (e.g. 445).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Show at most this many (earliest first).")
 @format_option
+@engine_options
 @db_option
 def scanners_cmd(since: str | None, until: str | None, local_nets: tuple[str, ...], method: str,
-                 direction: str | None, port: int | None, limit: int | None, fmt: str, db_path: str | None) -> None:
+                 direction: str | None, port: int | None, limit: int | None, fmt: str, db_path: str | None,
+                 engine: str, lake: str | None) -> None:
     """Sources scanning (inbound) or local hosts scanning out (outbound): which hosts are infected
     and probing, e.g. `stormwatch scanners --direction outbound --port 445`."""
     nets = list(local_nets) if local_nets else None
@@ -43,8 +44,8 @@ def scanners_cmd(since: str | None, until: str | None, local_nets: tuple[str, ..
     start, end = parse_time(since), parse_time(until)
     if start is not None and end is not None and end <= start:
         raise click.BadParameter("--until must be after --since", param_hint="--until")
-    with open_store(db_path, read_only=True) as store:
-        found = detect_scanners(DuckDBEngine(store), since=start, until=end, local_nets=nets, method=method,
+    with open_engine(db_path, engine, lake) as eng:
+        found = detect_scanners(eng, since=start, until=end, local_nets=nets, method=method,
                                 direction=direction, port=port)
     shown = found[:limit] if limit else found
     rows = [s.as_dict() for s in shown]

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import click
 
-from stormwatch.analytics import DuckDBEngine
 from stormwatch.analytics.surge_queries import KINDS
 from stormwatch.analytics.surges import surge_report
-from stormwatch.cli.options import db_option, format_option, open_store, parse_time
+from stormwatch.cli.options import db_option, engine_options, format_option, open_engine, parse_time
 from stormwatch.cli.output import render
 
 TABLE_COLUMNS = ["kind", "subject", "metric", "since", "detected_at", "baseline", "observed", "ratio", "agree",
@@ -27,13 +26,14 @@ JSON_COLUMNS = ["kind", "subject", "metric", "since", "detected_at", "baseline",
 @click.option("--min-sensors", type=click.IntRange(1), default=2, show_default=True,
               help="Sensors that must agree for a surge to be 'agreed' rather than 'local'.")
 @format_option
+@engine_options
 @db_option
 def surges_cmd(until: str | None, days: int, kinds: tuple[str, ...], min_sensors: int, fmt: str,
-               db_path: str | None) -> None:
+               db_path: str | None, engine: str, lake: str | None) -> None:
     """Surges: hourly distinct sources per port, exploit and source /16 against a daily and
     weekly seasonal baseline, decided by a CUSUM test; how many sensors agree, and since when."""
-    with open_store(db_path, read_only=True) as store:
-        report = surge_report(DuckDBEngine(store), until=parse_time(until), days=days,
+    with open_engine(db_path, engine, lake) as eng:
+        report = surge_report(eng, until=parse_time(until), days=days,
                               kinds=kinds or KINDS, min_sensors=min_sensors)
     rows = [s.as_dict() | {"agree": f"{s.sensors}/{s.sensors_total}"} for s in report.surges]
     if fmt == "table":
