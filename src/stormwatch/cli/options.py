@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -31,6 +32,9 @@ def format_option(f: F) -> F:
 
 def open_store(db_path: str | None, *, read_only: bool = False) -> Store:
     path = db_path or str(default_db_path())
+    if read_only and path != ":memory:" and not Path(path).exists():
+        raise click.ClickException(f"no store at {path} yet: ingest something first (`stormwatch ingest FILE --db "
+                                   f"{path}`), or name another with --db")
     try:
         return Store(path, read_only=read_only)
     except StormwatchError as exc:
