@@ -104,8 +104,11 @@ def test_lake_export_and_db_info(tmp_path: Path, log: Path) -> None:
 
 
 def test_read_commands_on_a_missing_store_fail_cleanly(tmp_path: Path) -> None:
-    res = CliRunner().invoke(cli, ["report", "ports", "--db", str(tmp_path / "none.duckdb")])
-    assert res.exit_code == 1 and "cannot open database" in res.output
+    missing = str(tmp_path / "none.duckdb")
+    for args in (["report", "ports"], ["surges"], ["scanners"], ["outbreak"], ["campaigns"], ["advisory"]):
+        res = CliRunner().invoke(cli, [*args, "--db", missing])
+        assert res.exit_code == 1 and f"no store at {missing} yet" in res.output, args
+        assert not (tmp_path / "none.duckdb").exists()  # a read-only command creates nothing
 
 
 def test_bad_day_is_a_usage_error(tmp_path: Path, log: Path) -> None:
