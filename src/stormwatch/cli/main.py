@@ -13,6 +13,7 @@ from stormwatch.cli.advisory_cmd import advisory_cmd
 from stormwatch.cli.attack_cmd import attacks
 from stormwatch.cli.campaign_cmd import campaign_cmd, campaigns_cmd
 from stormwatch.cli.demo_cmd import demo
+from stormwatch.cli.export_cmd import EXPORT_COMMANDS
 from stormwatch.cli.kb_cmd import kb
 from stormwatch.cli.level_cmd import level_cmd
 from stormwatch.cli.options import db_option, format_option, open_store, parse_day, parse_time
@@ -149,6 +150,8 @@ def export_lake_cmd(out_dir: str, since: str | None, db_path: str | None) -> Non
     click.echo(f"wrote {n} events to {out_dir}")
 
 
+for _command in EXPORT_COMMANDS:
+    export.add_command(_command)
 cli.add_command(report)
 cli.add_command(demo)
 cli.add_command(sensor)
