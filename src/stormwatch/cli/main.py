@@ -16,6 +16,7 @@ from stormwatch.cli.demo_cmd import demo
 from stormwatch.cli.export_cmd import EXPORT_COMMANDS
 from stormwatch.cli.kb_cmd import kb
 from stormwatch.cli.level_cmd import level_cmd
+from stormwatch.cli.notify_cmd import notify
 from stormwatch.cli.options import db_option, format_option, open_store, parse_day, parse_time
 from stormwatch.cli.outbreak_cmd import outbreak_cmd
 from stormwatch.cli.output import render
@@ -165,6 +166,7 @@ cli.add_command(campaigns_cmd)
 cli.add_command(campaign_cmd)
 cli.add_command(payload)
 cli.add_command(attacks)
+cli.add_command(notify)
 
 
 def main() -> None:

@@ -146,4 +146,81 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        6,
+        "create_notifications",
+        # Notifications (stormwatch.notify, docs/notifications.md): the subscriptions; every fact
+        # the notifier has seen (a stable key per level change, surge, newly exploited bulletin or
+        # campaign); which fact went to which subscription (each once: the de-duplication); the
+        # persisted outbox (a message stays there until delivered, and a message that gave up is
+        # kept with its error); every delivery attempt; and the notifier's runs.
+        """
+        CREATE TABLE notify_subscriptions (
+            sub_id     VARCHAR   PRIMARY KEY,
+            channel    VARCHAR   NOT NULL,
+            target     VARCHAR   NOT NULL,
+            min_level  SMALLINT  NOT NULL DEFAULT 1,
+            kinds      VARCHAR[] NOT NULL,
+            ports      INTEGER[] NOT NULL,
+            vulns      VARCHAR[] NOT NULL,
+            campaigns  VARCHAR[] NOT NULL,
+            sensors    VARCHAR[] NOT NULL,
+            secret     VARCHAR,
+            options    VARCHAR   NOT NULL,
+            rate_limit INTEGER   NOT NULL,
+            label      VARCHAR,
+            created_at TIMESTAMP NOT NULL
+        );
+        CREATE TABLE notify_facts (
+            fact_key      VARCHAR   PRIMARY KEY,
+            kind          VARCHAR   NOT NULL,
+            occurred_at   TIMESTAMP,
+            first_seen_at TIMESTAMP NOT NULL,
+            level         SMALLINT  NOT NULL,
+            title         VARCHAR   NOT NULL,
+            body          VARCHAR   NOT NULL
+        );
+        CREATE TABLE notify_sent (
+            sub_id   VARCHAR   NOT NULL,
+            fact_key VARCHAR   NOT NULL,
+            sent_at  TIMESTAMP NOT NULL,
+            PRIMARY KEY (sub_id, fact_key)
+        );
+        CREATE SEQUENCE notify_outbox_seq;
+        CREATE TABLE notify_outbox (
+            msg_id          BIGINT    NOT NULL DEFAULT nextval('notify_outbox_seq'),
+            sub_id          VARCHAR   NOT NULL,
+            kind            VARCHAR   NOT NULL,
+            fact_key        VARCHAR,
+            digest_id       BIGINT,
+            level           SMALLINT  NOT NULL,
+            title           VARCHAR   NOT NULL,
+            body            VARCHAR   NOT NULL,
+            status          VARCHAR   NOT NULL,
+            attempts        INTEGER   NOT NULL DEFAULT 0,
+            created_at      TIMESTAMP NOT NULL,
+            next_attempt_at TIMESTAMP,
+            delivered_at    TIMESTAMP,
+            last_error      VARCHAR
+        );
+        CREATE TABLE notify_deliveries (
+            msg_id   BIGINT    NOT NULL,
+            attempt  INTEGER   NOT NULL,
+            tried_at TIMESTAMP NOT NULL,
+            ok       BOOLEAN   NOT NULL,
+            detail   VARCHAR
+        );
+        CREATE SEQUENCE notify_run_seq;
+        CREATE TABLE notify_runs (
+            run_id    BIGINT    NOT NULL DEFAULT nextval('notify_run_seq'),
+            ran_at    TIMESTAMP NOT NULL,
+            data_at   TIMESTAMP,
+            facts     INTEGER   NOT NULL,
+            new_facts INTEGER   NOT NULL,
+            enqueued  INTEGER   NOT NULL,
+            held      INTEGER   NOT NULL,
+            digests   INTEGER   NOT NULL
+        );
+        """,
+    ),
 )
