@@ -28,6 +28,7 @@ from stormwatch.errors import StormwatchError
 from stormwatch.events.records import BadRecord, StoreFeed
 from stormwatch.sensor.analysis import PayloadAnalyser
 from stormwatch.sensor.config import SensorConfig, load
+from stormwatch.sensor.download import Downloader, DownloadLimits
 from stormwatch.sensor.payloads import PayloadStore
 from stormwatch.sensor.persona import TEMPLATES, Persona, load_or_create
 from stormwatch.sensor.server import SensorServer
@@ -91,7 +92,9 @@ async def run(cfg: SensorConfig, persona: Persona) -> None:
         session_limits=cfg.session_limits, transport_limits=cfg.transport_limits,
         payloads=PayloadStore(cfg.payload_path, max_payload=cfg.max_payload_bytes,
                               max_total=cfg.max_total_payload_bytes),
-        analyser=PayloadAnalyser() if cfg.analyse_payloads else None)
+        analyser=PayloadAnalyser() if cfg.analyse_payloads else None,
+        downloader=Downloader(DownloadLimits(max_bytes=cfg.download_max_bytes, timeout=cfg.download_timeout),
+                              allow=cfg.download_allow) if cfg.download else None)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -108,6 +111,8 @@ async def run(cfg: SensorConfig, persona: Persona) -> None:
         await server.stop()
         if server.analyser is not None:
             server.analyser.close()
+        if server.downloader is not None:
+            server.downloader.close()
         if stats is not None:
             stats.cancel()
         spool.close()

@@ -63,17 +63,19 @@ PAYLOAD_OFFER = EventType("payload.offer", 1, "Where a payload fetches its next 
 PAYLOAD_FILE = EventType("payload.file", 1, "A file an attack retrieved (e.g. over FTP), rebuilt from a "
                          "capture and kept by SHA-256.", (
     Field("attack", _S, "Attack id: the session id of the `exploit.attempt` the download followed."),
-    Field("stage", _S, "How it came: `ftp-data` (an FTP data connection)."),
+    Field("stage", _S, "How it came: `ftp-data` (rebuilt from an FTP data connection of a capture) or "
+          "`download` (fetched by the sensor, when the operator enabled downloads)."),
     Field("name", _S, "File name as the attacker asked for it (data, never a path)."),
     Field("url", _S, "Where it came from, e.g. `ftp://98.114.205.102:8884/ssms.exe`."),
-    Field("protocol", _S, "`ftp`."),
+    Field("protocol", _S, "`ftp`, `http`, `https` or `tftp`."),
     Field("source_host", _S, "Address of the server the file came from (the FTP control connection's)."),
     Field("source_port", _I, "Its port."),
     Field("sha256", _S, "SHA-256 of the rebuilt bytes: the name of the stored file."),
     Field("md5", _S, "MD5 of the rebuilt bytes (for look-ups in older malware lists)."),
     Field("size", _I, "Bytes rebuilt (holes zero-filled)."),
     Field("expected_size", _I, "Size the transfer announced, when known."),
-    Field("expected_from", _S, "Where that size comes from: `tcp_fin`, `ftp_reply` or `pe_sections`."),
+    Field("expected_from", _S, "Where that size comes from: `tcp_fin`, `ftp_reply`, `pe_sections` "
+          "or `content_length`."),
     Field("complete", _B, "True when no byte is missing and every size check agrees."),
     Field("missing_bytes", _I, "Bytes the capture lacked (zero-filled in the stored copy)."),
     Field("file_type", _S, "`pe` for a Windows PE image, `mz` for another MZ executable, else empty."),

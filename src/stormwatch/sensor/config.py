@@ -31,6 +31,10 @@ Every key is optional; docs/sensor.md is the reference. Layout::
     max_payload_bytes = 4194304
     max_total_bytes = 1073741824
     analyse = true              # shellcode analysis of kept payloads, in a worker thread
+    download = false            # fetch what the shellcode offers (sandboxed; docs/payloads.md)
+    download_max_bytes = 8388608
+    download_timeout = 60.0
+    download_allow = []         # CIDRs a download may reach although not global, e.g. ["127.0.0.0/8"]
 
 Unknown tables or keys are errors (a typo must not silently leave a limit at its default).
 Relative ``state_dir`` is relative to the configuration file's directory.
@@ -45,6 +49,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from stormwatch.errors import StormwatchError
+from stormwatch.sensor.download import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, networks
 from stormwatch.sensor.limits import ServerLimits, SessionLimits
 from stormwatch.sensor.payloads import DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_TOTAL
 from stormwatch.sensor.persona import TEMPLATES, Persona
@@ -100,6 +105,10 @@ class SensorConfig:
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD
     max_total_payload_bytes: int = DEFAULT_MAX_TOTAL
     analyse_payloads: bool = True
+    download: bool = False  # off unless the operator turns it on
+    download_max_bytes: int = DEFAULT_MAX_BYTES
+    download_timeout: float = DEFAULT_TIMEOUT
+    download_allow: tuple[str, ...] = ()
 
     @property
     def spool_path(self) -> Path:
@@ -187,11 +196,27 @@ def parse(data: dict[str, Any], *, base: Path, origin: str = "config") -> Sensor
     changes["session_limits"] = _numbers(SessionLimits, session, origin, "session_limits.")
 
     payloads = _table(data, "payloads", origin)
-    _only(payloads, {"max_payload_bytes", "max_total_bytes", "analyse"}, origin, "payloads.")
-    if "analyse" in payloads:
-        if not isinstance(payloads["analyse"], bool):
-            raise ConfigError(f"{origin}: payloads.analyse must be true or false, not {payloads['analyse']!r}")
-        changes["analyse_payloads"] = payloads["analyse"]
+    _only(payloads, {"max_payload_bytes", "max_total_bytes", "analyse", "download", "download_max_bytes",
+                     "download_timeout", "download_allow"}, origin, "payloads.")
+    for key, attr in (("analyse", "analyse_payloads"), ("download", "download")):
+        if key in payloads:
+            if not isinstance(payloads[key], bool):
+                raise ConfigError(f"{origin}: payloads.{key} must be true or false, not {payloads[key]!r}")
+            changes[attr] = payloads[key]
+    if "download_max_bytes" in payloads or "download_timeout" in payloads:
+        dl = _numbers(_Download, {k.removeprefix("download_"): v for k, v in payloads.items()
+                                  if k in ("download_max_bytes", "download_timeout")}, origin, "payloads.download_")
+        changes["download_max_bytes"], changes["download_timeout"] = dl.max_bytes, dl.timeout
+    if "download_allow" in payloads:
+        allow = payloads["download_allow"]
+        try:
+            if not isinstance(allow, list) or not all(isinstance(a, str) for a in allow):
+                raise ValueError("not a list of strings")
+            networks(allow)
+        except ValueError as exc:
+            raise ConfigError(f"{origin}: payloads.download_allow must be a list of CIDR networks "
+                              f"(e.g. [\"127.0.0.0/8\"]): {exc}") from None
+        changes["download_allow"] = tuple(allow)
     for key, attr in (("max_payload_bytes", "max_payload_bytes"), ("max_total_bytes", "max_total_payload_bytes")):
         if key in payloads:
             v = payloads[key]
@@ -202,6 +227,14 @@ def parse(data: dict[str, Any], *, base: Path, origin: str = "config") -> Sensor
 
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Download:
+    """The numeric download settings, checked like the other limits (positive numbers)."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    timeout: float = DEFAULT_TIMEOUT
 
 
 def _numbers(cls: type[T], values: dict[str, Any], origin: str, prefix: str) -> T:

@@ -36,8 +36,13 @@ server (a ``BufferedProtocol``: asyncio's plain ``Protocol`` allocates a 256 KiB
 every read and then shrinks it); the spool writes once per event-loop iteration
 (:meth:`Spool.batch`), not once per event.
 
-The server opens no outbound connection (UDP replies go back to the datagram's source, rate
-limited) and never executes, emulates or interprets what it receives.
+The server itself opens no outbound connection (UDP replies go back to the datagram's source, rate
+limited) and never executes what it receives. An ``analyser`` (:mod:`stormwatch.sensor.analysis`)
+emulates kept exploit payloads in a worker thread; an operator-enabled ``downloader``
+(:mod:`stormwatch.sensor.download`, off by default) fetches the files they offer in a sandboxed
+child process. Their events (``payload.shellcode``, ``payload.offer``, ``payload.file``) join the
+exploit's session, and that session's ``session.closed`` waits for them so that it stays last; at
+:meth:`SensorServer.stop` queued work is cancelled and a running fetch killed.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from typing import Any, Protocol, cast
 
 from stormwatch.sensor.analysis import PayloadAnalyser, PayloadEvents
 from stormwatch.sensor.config import DEFAULT_PORTS, TransportLimits
+from stormwatch.sensor.download import Downloader, Fetched, file_fields
 from stormwatch.sensor.limits import ServerLimits, SessionLimits
 from stormwatch.sensor.outputs import Close, Emit, Output, Send
 from stormwatch.sensor.payloads import PayloadStore
@@ -107,8 +113,8 @@ class _Conn(asyncio.BufferedProtocol):
     in the server's one read buffer and are copied out at once (the loop runs one callback at a
     time, so connections never share it at the same moment)."""
 
-    __slots__ = ("bytes_in", "bytes_out", "closing", "ident", "last", "lost", "pending", "reason", "server",
-                 "service", "session", "started", "transport")
+    __slots__ = ("abandoned", "bytes_in", "bytes_out", "closing", "ident", "last", "lost", "pending", "reason",
+                 "server", "service", "session", "started", "transport")
 
     def __init__(self, server: SensorServer, service: str) -> None:
         self.server = server
@@ -120,8 +126,9 @@ class _Conn(asyncio.BufferedProtocol):
         self.bytes_in = self.bytes_out = 0
         self.reason: str | None = None
         self.closing = False
-        self.pending = 0  # payload analyses still running for this session
+        self.pending = 0  # payload analyses (and downloads) still running for this session
         self.lost = False  # the connection is gone; session.closed waits for the pending analyses
+        self.abandoned = False  # closed at shutdown without them: their late results are dropped
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # a cast, not an isinstance check: other event loops' transports (uvloop's) are not subclasses
@@ -171,6 +178,7 @@ class SensorServer:
                  ports: Mapping[str, int | None] = DEFAULT_PORTS, limits: ServerLimits | None = None,
                  session_limits: SessionLimits | None = None, transport_limits: TransportLimits | None = None,
                  payloads: PayloadStore | None = None, analyser: PayloadAnalyser | None = None,
+                 downloader: Downloader | None = None,
                  clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
                  session_factory: SessionFactory | None = None, nbns_handler: NbnsHandler | None = None) -> None:
@@ -183,6 +191,7 @@ class SensorServer:
         self.tlimits = transport_limits or TransportLimits()
         self.payloads = payloads
         self.analyser = analyser
+        self.downloader = downloader  # None (the default): offers are recorded, never fetched
         self.clock = clock
         self.monotonic = monotonic
         self.rng = rng or random.Random()
@@ -259,12 +268,22 @@ class SensorServer:
             self._sweeper = None
         for conn in list(self._live):
             self._shut(conn, "shutdown", abort=True)
+        # analyses not started are cancelled (their sessions close without payload events); the
+        # one running ends within its emulation limits
+        if self.analyser is not None:
+            self.analyser.cancel_pending()
+        if self.downloader is not None:  # queued fetches cancelled, the running one's child killed
+            self.downloader.cancel_pending()
         if self._live:
             self._drained = asyncio.Event()
             try:
                 await asyncio.wait_for(self._drained.wait(), SHUTDOWN_WAIT)
             except TimeoutError:
                 log.error("%d sessions did not close within %.0f s", len(self._live), SHUTDOWN_WAIT)
+                for conn in list(self._live):
+                    if conn.lost:  # waiting for an analysis: closed without it, its events dropped
+                        conn.abandoned = True
+                        self._finish(conn)
         self.spool.batch(None)  # what is held is written now; the loop may not run again
 
     @property
@@ -353,13 +372,13 @@ class SensorServer:
         conn.bytes_out += len(data)
 
     def _lost(self, conn: _Conn) -> None:
+        """The socket is gone: the session's last outputs, then ``session.closed`` — at once, or
+        (:meth:`_finish`) when the payload analyses still running for it have reported."""
         ident = conn.ident
-        if ident is None:  # connection_made never ran
+        if ident is None or conn.lost:  # connection_made never ran / already seen
             return
         conn.closing = True
         conn.lost = True
-        if conn.pending:  # session.closed stays last: it follows the payload events still coming
-            return
         if conn.session is not None:
             try:
                 outs = conn.session.connection_lost()
@@ -367,12 +386,11 @@ class SensorServer:
                 self._internal_error(conn, "connection_lost")
             else:
                 self._apply(conn, outs)
-        self._emit(ident, "session.closed", {
-            "reason": conn.reason or "client", "duration": round(max(0.0, self.monotonic() - conn.started), 6),
-            "bytes_in": conn.bytes_in, "bytes_out": conn.bytes_out,
-        })
+        conn.last = self.monotonic()  # the session's duration ends here, not when its analyses end
+        conn.reason = conn.reason or "client"  # fixed now: a stop() while analyses run must not relabel it
         conn.session = None  # a session can hold megabytes of reassembly buffers: let it go now
-        self._live.pop(conn, None)
+        # the connection no longer counts as open (sweeps, eviction, the per-source limit), even
+        # while its session.closed waits for payload events
         self._activity.pop(conn, None)
         self._closing.pop(conn, None)
         n = self._per_source.get(ident.src_ip, 1) - 1
@@ -380,6 +398,17 @@ class SensorServer:
             self._per_source[ident.src_ip] = n
         else:
             self._per_source.pop(ident.src_ip, None)
+        if not conn.pending:
+            self._finish(conn)
+
+    def _finish(self, conn: _Conn) -> None:
+        """``session.closed``, the session's last event."""
+        assert conn.ident is not None
+        self._emit(conn.ident, "session.closed", {
+            "reason": conn.reason or "client", "duration": round(max(0.0, conn.last - conn.started), 6),
+            "bytes_in": conn.bytes_in, "bytes_out": conn.bytes_out,
+        })
+        self._live.pop(conn, None)
         if self._drained is not None and not self._live:
             self._drained.set()
 
@@ -434,16 +463,66 @@ class SensorServer:
         (never on the loop); the session's ``session.closed`` waits for them."""
         analyser = self.analyser
         assert analyser is not None
-        conn.pending += 1
+        settle = self._hold(conn)
 
         def done(events: PayloadEvents) -> None:
-            for event, fields in events:
-                self._emit(ident, event, fields)
-            conn.pending -= 1
-            if conn.lost and not conn.pending:
-                self._lost(conn)
+            try:
+                if conn.abandoned:
+                    log.warning("payload events of session %s dropped: it was closed at shutdown", ident.session)
+                    return
+                for event, fields in events:
+                    self._emit(ident, event, fields)
+                    if event == "payload.offer" and self.downloader is not None and not self._stopping:
+                        self._download(conn, ident, fields)
+            finally:
+                settle()
 
-        analyser.submit(payload, done)
+        try:
+            analyser.submit(payload, done)
+        except Exception:  # a broken analyser costs the analysis, never the session
+            log.exception("payload analysis of session %s could not be started", ident.session)
+            settle()
+
+    def _download(self, conn: _Conn, ident: Identity, offer: Mapping[str, Any]) -> None:
+        """Fetch an offer (operator-enabled, stormwatch.sensor.download) in the downloader's worker
+        and child process; its ``payload.file`` (stage ``download``) joins the exploit session,
+        before that session's ``session.closed``. The bytes are stored here, on the loop, as the
+        exploit payloads are (the payload store is not shared with threads)."""
+        downloader = self.downloader
+        assert downloader is not None
+        settle = self._hold(conn)
+
+        def done(got: Fetched | None) -> None:
+            try:
+                if got is None or conn.abandoned:  # cancelled: the sensor is stopping
+                    return
+                kept = self.payloads.keep(got.data) if self.payloads is not None and got.data else None
+                self._emit(ident, "payload.file", file_fields(got, kept, ident.session))
+            finally:
+                settle()
+
+        try:
+            downloader.submit(offer, done)
+        except Exception:  # a broken downloader costs the download, never the session
+            log.exception("download for session %s could not be started", ident.session)
+            settle()
+
+    def _hold(self, conn: _Conn) -> Callable[[], None]:
+        """Count one pending result for ``conn``; the function returned releases it (once only):
+        the last release of a connection already gone emits its ``session.closed``."""
+        conn.pending += 1
+        released = False
+
+        def settle() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            conn.pending -= 1
+            if conn.lost and not conn.pending and not conn.abandoned:
+                self._finish(conn)
+
+        return settle
 
     def _emit(self, ident: Identity, event: str, fields: Mapping[str, Any]) -> None:
         try:
