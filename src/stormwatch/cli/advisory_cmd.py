@@ -13,25 +13,11 @@ from stormwatch.cli.level_cmd import _json, load_config, resolve_at
 from stormwatch.cli.options import db_option, open_store
 from stormwatch.cli.output import render
 from stormwatch.errors import StormwatchError
-from stormwatch.store import Store
-from stormwatch.threat import state
 from stormwatch.threat.advisory import DEFAULT_DAYS, build_advisory, to_html, to_markdown, under_exploitation
 from stormwatch.threat.kb import KnowledgeBase
-from stormwatch.threat.level import assess, fmt_ts, gather_signals
-from stormwatch.threat.rules import RuleSet, Signals
+from stormwatch.threat.level import fmt_ts, gather_signals, level_in_force
 
 LIST_COLUMNS = ["vuln", "cve", "name", "severity", "attempts", "sources", "sensors", "first_seen_ever", "last_seen"]
-
-
-def level_in_force(store: Store, signals: Signals, rules: RuleSet, kb: KnowledgeBase) -> tuple[int, list[str], str]:
-    """The recorded level at ``signals.at`` with the reasons of its last change, or, when nothing
-    is recorded, what the rules give now (without the hold time, which needs a history)."""
-    change = state.last_change(store, signals.at)
-    if change is not None:
-        return change.level, list(change.reasons), f"recorded: set by {change.actor} at {fmt_ts(change.ts)}"
-    a = assess(signals, rules, kb)
-    return a.level, [f"[rule {r.rule}] {r.text}" for r in a.reasons], \
-        "assessed from the rules now; no level history recorded (see `stormwatch level`)"
 
 
 @click.command("advisory")

@@ -24,6 +24,7 @@ from stormwatch.cli.payload_cmd import payload
 from stormwatch.cli.report_cmd import report
 from stormwatch.cli.scanners_cmd import scanners_cmd
 from stormwatch.cli.sensor_cmd import sensor
+from stormwatch.cli.serve_cmd import serve
 from stormwatch.cli.surges_cmd import surges_cmd
 from stormwatch.collector import IngestSummary, ingest_paths
 from stormwatch.errors import StormwatchError
@@ -167,6 +168,7 @@ cli.add_command(campaign_cmd)
 cli.add_command(payload)
 cli.add_command(attacks)
 cli.add_command(notify)
+cli.add_command(serve)
 
 
 def main() -> None:

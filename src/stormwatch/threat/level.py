@@ -385,3 +385,15 @@ def replay_level(store: Store, engine: Engine, since: datetime, until: datetime,
             out.append(status.change)
         t += step
     return out
+
+
+def level_in_force(store: Store, signals: Signals, rules: RuleSet,
+                   kb: KnowledgeBase) -> tuple[int, list[str], str]:
+    """The recorded level at ``signals.at`` with the reasons of its last change, or, when nothing
+    is recorded, what the rules give now (without the hold time, which needs a history)."""
+    change = state.last_change(store, signals.at)
+    if change is not None:
+        return change.level, list(change.reasons), f"recorded: set by {change.actor} at {fmt_ts(change.ts)}"
+    a = assess(signals, rules, kb)
+    return a.level, [f"[rule {r.rule}] {r.text}" for r in a.reasons], \
+        "assessed from the rules now; no level history recorded (see `stormwatch level`)"
