@@ -6,6 +6,7 @@ RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 DEMO_STAMP := $(VENV)/.installed-demo
 DEMO_DB ?= var/demo.duckdb
+DEMO_PORT ?= 8080
 
 .PHONY: install install-dev demo test lint bench clean
 
@@ -28,9 +29,10 @@ $(DEMO_STAMP): pyproject.toml | $(VENV)/bin/python
 install: $(RUN_STAMP)
 install-dev: $(DEV_STAMP)
 
-## make demo: create the environment, install (with impacket, the bots' client), run the main job end to end
+## make demo: create the environment, install (with impacket, the bots' client), run the main job end to end,
+## then serve the dashboard on http://127.0.0.1:$(DEMO_PORT)/ until Ctrl-C
 demo: $(DEMO_STAMP)
-	$(BIN)/stormwatch demo --db $(DEMO_DB) --workdir var/demo
+	$(BIN)/stormwatch demo --db $(DEMO_DB) --workdir var/demo --serve --port $(DEMO_PORT)
 
 ## make test: lint, type-check, then the test suite
 test: $(DEV_STAMP) lint

@@ -26,6 +26,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "replay": ("bench_replay.py", [], ["--copies", "5", "--runs", "1"]),
     "payload": ("bench_payload.py", [], []),
     "campaigns": ("bench_campaigns.py", [], ["--attacks", "100k", "--families", "20"]),
+    "web": ("bench_web.py", [], ["--events", "1000000", "--days", "30"]),
     # the early-warning evaluations (issue 4): detection delay, misses, false alarms
     "eval_surges": ("eval/eval_surges.py", [], ["--runs", "3", "--quick"]),
     "eval_scanners": ("eval/eval_scanners.py", [], []),

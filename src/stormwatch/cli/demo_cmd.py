@@ -33,8 +33,12 @@ if TYPE_CHECKING:
               help="Start from an empty database (default) or add to an existing one.")
 @click.option("--live/--no-live", default=True, show_default=True,
               help="Attack the honeypot sensor live on loopback (needs impacket: pip install '.[demo]').")
+@click.option("--serve/--no-serve", default=False, show_default=True,
+              help="End by serving the dashboard on the demo's store (until Ctrl-C); make demo does.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="Dashboard port for --serve (on 127.0.0.1).")
 @db_option
-def demo(workdir: str, fresh: bool, live: bool, db_path: str | None) -> None:
+def demo(workdir: str, fresh: bool, live: bool, serve: bool, port: int, db_path: str | None) -> None:
     """Generate weeks of firewall logs from three sensors (July-August 2006, ending in the MS06-040
     bot surge on 139/445), ingest them, attack the honeypot sensor live on loopback with bots
     (MS06-040, MS08-067, MS04-011 and benign clients from 127.0.0.0/8), and print the port report
@@ -78,6 +82,22 @@ def demo(workdir: str, fresh: bool, live: bool, db_path: str | None) -> None:
     click.echo(f"\nThe store is {db}; try: stormwatch report ports --db {db} --by sources")
     if result is not None:
         click.echo(f"     or: stormwatch events --db {db} --type exploit.attempt --sensor {HONEYPOT}")
+    click.echo(f"     or: stormwatch level --db {db}; stormwatch advisory MS06-040 --db {db}")
+    if serve:
+        _serve(db, workdir, port)
+
+
+def _serve(db: Path, workdir: str, port: int) -> None:
+    """The dashboard over the demo's store, in this process, until Ctrl-C."""
+    import uvicorn
+
+    from stormwatch.web.app import create_app
+    from stormwatch.web.settings import WebSettings
+
+    app = create_app(WebSettings(db=db, port=port, payloads=Path(workdir) / "payloads"))
+    click.echo(f"\n== the dashboard: http://127.0.0.1:{port}/ (level, surges, the MS06-040 advisory, campaigns, "
+               f"sessions); JSON API at http://127.0.0.1:{port}/api/v1/level, OpenAPI at /docs. Ctrl-C stops it.")
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 def _echo(s: IngestSummary) -> None:
