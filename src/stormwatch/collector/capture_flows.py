@@ -33,15 +33,13 @@ from stormwatch.collector.tcp_streams import (  # the replay's own walkers, shar
     RST,
     SYN,
     Segment,
-    _ip_layer,
-    _read,
+    capture_blocks,
+    ip_layer,
 )
-from stormwatch.errors import InputError
 from stormwatch.ingest.base import Source
-from stormwatch.ingest.pcap_container import ClassicPcap, PcapNg, Records, sniff_container
+from stormwatch.ingest.pcap_container import Records
 from stormwatch.ingest.pcap_decode import TCP
 
-BLOCK_BYTES = 8 * 1024 * 1024
 MAX_REFUSED = 1 << 16  # port pairs remembered as not followed, so their later packets stay out
 _SEQ_MOD, _HALF = 1 << 32, 1 << 31
 
@@ -262,34 +260,14 @@ def host_segments(src: Source, hosts: Iterable[str]) -> Iterator[Segment]:
         else:
             v6.add(ip.packed)
     want4 = np.array(sorted(v4), dtype=np.int64)
-    with src.open() as f:
-        head = _read(f, 24)
-        kind = sniff_container(head)
-        if kind is None:
-            raise InputError(f"{src.path}: not a pcap or pcapng capture")
-        container: ClassicPcap | PcapNg
-        if kind == "pcap":
-            if len(head) < 24:
-                return
-            container, pending = ClassicPcap(head), b""
-        else:
-            container, pending = PcapNg(), head
-        frame = 1
-        while True:
-            data = _read(f, BLOCK_BYTES)
-            buf = pending + data if pending else data
-            walk = container.walk(buf, 0, frame)
-            frame += len(walk.records)
-            yield from _block(buf, walk.records, want4, v6)
-            pending = buf[walk.used:]
-            if walk.damage is not None or not data:
-                return
+    for buf, records in capture_blocks(src):
+        yield from _block(buf, records, want4, v6)
 
 
 def _block(buf: bytes, rec: Records, want4: np.ndarray, want6: set[bytes]) -> list[Segment]:
     if not len(rec.frame):
         return []
-    ip, w = _ip_layer(buf, rec)
+    ip, w = ip_layer(buf, rec)
     tcp = np.flatnonzero((ip.proto == TCP) & ip.first & (ip.l4end - ip.l4 >= 20))
     l4, l4end, l3, fam, idx = ip.l4[tcp], ip.l4end[tcp], ip.l3[tcp], ip.fam[tcp], ip.idx[tcp]
     u32 = w.u32

@@ -86,7 +86,7 @@ def _ip6(raw: bytes) -> str:
     return str(ip.ipv4_mapped) if ip.ipv4_mapped is not None else ip.compressed
 
 
-def _ip_layer(buf: bytes, rec: Records) -> tuple[IpHeaders, Words]:
+def ip_layer(buf: bytes, rec: Records) -> tuple[IpHeaders, Words]:
     """The network layer of every packet of ``rec``, in packet order (the first half of
     :func:`stormwatch.ingest.pcap_decode.decode`)."""
     w = Words(buf)
@@ -109,7 +109,7 @@ def _ip_layer(buf: bytes, rec: Records) -> tuple[IpHeaders, Words]:
 def _segments(buf: bytes, rec: Records, dynamic: OrderedDict[int, None]) -> list[Segment]:
     if not len(rec.frame):
         return []
-    ip, w = _ip_layer(buf, rec)
+    ip, w = ip_layer(buf, rec)
     tcp = np.flatnonzero((ip.proto == TCP) & ip.first & (ip.l4end - ip.l4 >= 20))
     l4, l4end, l3, fam, idx = ip.l4[tcp], ip.l4end[tcp], ip.l3[tcp], ip.fam[tcp], ip.idx[tcp]
     ports = w.u32[l4].astype(np.int64)
@@ -151,6 +151,15 @@ def capture_segments(src: Source) -> Iterator[Segment]:
     """The replay's TCP segments of a capture, in packet order. Reading stops quietly where the
     file is damaged or cut (the ``pcap`` reader reports that); a file that is no capture at all is
     an :class:`~stormwatch.errors.InputError`."""
+    dynamic: OrderedDict[int, None] = OrderedDict()
+    for buf, records in capture_blocks(src):
+        yield from _segments(buf, records, dynamic)
+
+
+def capture_blocks(src: Source) -> Iterator[tuple[bytes, Records]]:
+    """The capture read in blocks of about BLOCK_BYTES: each block's bytes and its packet records
+    (frame numbers counted across blocks). Stops quietly where the file is damaged or cut; a file
+    that is no capture at all is an :class:`~stormwatch.errors.InputError`."""
     with src.open() as f:
         head = _read(f, 24)
         kind = sniff_container(head)
@@ -163,14 +172,13 @@ def capture_segments(src: Source) -> Iterator[Segment]:
             container, pending = ClassicPcap(head), b""
         else:
             container, pending = PcapNg(), head
-        dynamic: OrderedDict[int, None] = OrderedDict()
         frame = 1
         while True:
             data = _read(f, BLOCK_BYTES)
             buf = pending + data if pending else data
             walk = container.walk(buf, 0, frame)
             frame += len(walk.records)
-            yield from _segments(buf, walk.records, dynamic)
+            yield buf, walk.records
             pending = buf[walk.used:]
             if walk.damage is not None or not data:
                 return
