@@ -245,3 +245,51 @@ def test_serve_command_options(demo_db: Path, tmp_path: Path) -> None:
     res = CliRunner().invoke(serve, ["--db", str(tmp_path / "none.duckdb"), "--read-only"])
     assert res.exit_code != 0 and "no store at" in res.output
     assert "127.0.0.1" in CliRunner().invoke(serve, ["--help"]).output
+
+
+# -- the cache: stale while revalidating, and the background warmer -------------------------------
+
+def test_stale_values_are_answered_at_once_and_refreshed_in_the_background(demo_db: Path) -> None:
+    from stormwatch.web.app import open_state
+    from stormwatch.web.pages_data import CACHE_SECONDS, cached
+
+    state = open_state(WebSettings(db=demo_db, read_only=True, api_tokens=(), refresh_rollup=False))
+    try:
+        assert cached(state, "k", lambda: 1) == 1
+        assert cached(state, "k", lambda: 2) == 1  # fresh: not recomputed
+        started = threading.Event()
+        release = threading.Event()
+
+        def slow() -> int:
+            started.set()
+            release.wait(30)
+            return 3
+
+        state.cache["k"] = (state.cache["k"][0] - CACHE_SECONDS - 1, 1)  # make it stale
+        assert cached(state, "k", slow) == 1  # answered from the stale value, not waiting for slow()
+        assert started.wait(30)
+        assert cached(state, "k", lambda: 4) == 1  # a refresh is running: no second one
+        release.set()
+        for _ in range(300):
+            if state.cache["k"][1] == 3:
+                break
+            threading.Event().wait(0.05)
+        assert state.cache["k"][1] == 3
+    finally:
+        state.store.close()
+
+
+def test_the_warmer_computes_the_overview_before_any_request(demo_db: Path) -> None:
+    settings = WebSettings(db=demo_db, read_only=True, api_tokens=(), warm_cache=True, refresh_rollup=False)
+    app = create_app(settings)
+    with TestClient(app) as c:
+        state = app.state.web
+        for _ in range(1200):  # the first round computes signals, level, campaigns, sensor health
+            if any(k.startswith("sensors:") for k in state.cache):
+                break
+            threading.Event().wait(0.05)
+        keys = set(state.cache)
+        assert {"at", "rules"} <= keys and any(k.startswith("now:") for k in keys), keys
+        assert any(k.startswith("campaigns:") for k in keys) and any(k.startswith("sensors:") for k in keys)
+        assert "Threat level" in page(c, "/")
+    assert state.closed.is_set()  # the lifespan stopped the warmer before closing the store

@@ -94,7 +94,7 @@ def _serve(db: Path, workdir: str, port: int) -> None:
     from stormwatch.web.app import create_app
     from stormwatch.web.settings import WebSettings
 
-    app = create_app(WebSettings(db=db, port=port, payloads=Path(workdir) / "payloads"))
+    app = create_app(WebSettings(db=db, port=port, payloads=Path(workdir) / "payloads", warm_cache=True))
     click.echo(f"\n== the dashboard: http://127.0.0.1:{port}/ (level, surges, the MS06-040 advisory, campaigns, "
                f"sessions); JSON API at http://127.0.0.1:{port}/api/v1/level, OpenAPI at /docs. Ctrl-C stops it.")
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)

@@ -25,7 +25,7 @@ def settings_from_options(db_path: str | None, host: str, port: int, read_only: 
     return WebSettings(db=db, host=host, port=port, api_tokens=tokens_from_env(), read_open=not tokens_required,
                        read_only=read_only, kb_paths=tuple(Path(k) for k in kb_files),
                        rules_path=Path(rules_file) if rules_file else None,
-                       payloads=Path(payloads) if payloads else None)
+                       payloads=Path(payloads) if payloads else None, warm_cache=True)
 
 
 @click.command("serve")

@@ -58,6 +58,7 @@ class WebState:
     kb: KnowledgeBase
     rollup_thread: threading.Thread | None = None
     cache: dict[str, tuple[float, Any]] = field(default_factory=dict)  # see pages_data.cached
+    closed: threading.Event = field(default_factory=threading.Event)  # set when the server stops
 
 
 def _refresh_rollup(store: Store) -> None:
@@ -109,7 +110,15 @@ def create_app(settings: WebSettings | None = None, *, state: WebState | None = 
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        warmer = None
+        if settings.warm_cache:
+            from stormwatch.web.pages_data import start_warmer
+
+            warmer = start_warmer(web)
         yield
+        web.closed.set()
+        if warmer is not None:
+            warmer.join(timeout=120)  # a round in progress finishes before the store closes
         if state is None:  # we opened it, we close it
             web.store.close()
 

@@ -12,6 +12,7 @@ most that old.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,8 @@ from stormwatch.threat.level import LevelStatus, default_at, gather_signals, upd
 from stormwatch.threat.rules import RuleSet, Signals, load_rules
 from stormwatch.web.app import WebState
 
+log = logging.getLogger(__name__)
+
 CACHE_SECONDS = 60.0
 SENSOR_WINDOW = timedelta(hours=24)
 T = TypeVar("T")
@@ -33,17 +36,59 @@ _locks_guard = threading.Lock()
 
 
 def cached(state: WebState, key: str, compute: Callable[[], T]) -> T:
-    """``compute()`` kept on ``state`` for :data:`CACHE_SECONDS`; one computation per key at a time."""
+    """``compute()`` kept on ``state``; one computation per key at a time. A value older than
+    :data:`CACHE_SECONDS` is still answered at once while a background thread computes the next
+    one (stale while revalidating), so only the very first request for a key waits for it."""
     with _locks_guard:
         lock = _locks.setdefault(f"{id(state)}:{key}", threading.Lock())
+    hit = state.cache.get(key)
+    if hit is not None:
+        if time.monotonic() - hit[0] >= CACHE_SECONDS and lock.acquire(blocking=False):
+            threading.Thread(target=_recompute, args=(state, key, compute, lock), name=f"cache:{key}",
+                             daemon=True).start()
+        value: T = hit[1]
+        return value
     with lock:
         hit = state.cache.get(key)
-        if hit is not None and time.monotonic() - hit[0] < CACHE_SECONDS:
-            value: T = hit[1]
+        if hit is not None:  # computed by another request while this one waited
+            value = hit[1]
             return value
         value = compute()
         state.cache[key] = (time.monotonic(), value)
         return value
+
+
+def _recompute(state: WebState, key: str, compute: Callable[[], Any], lock: threading.Lock) -> None:
+    try:
+        state.cache[key] = (time.monotonic(), compute())
+    except Exception:  # the stale value stays; the next request tries again
+        log.exception("background refresh of %s failed", key)
+    finally:
+        lock.release()
+
+
+WARM_EVERY = 20.0  # seconds between the warmer's rounds
+
+
+def start_warmer(state: WebState) -> threading.Thread:
+    """A daemon thread that keeps the overview's data (the evaluation time, the signals and the
+    level, the campaigns, the sensors' health) computed, so that no request pays for it, also
+    right after start-up or when new data moves the evaluation time to a new hour."""
+    def warm() -> None:
+        while not state.closed.wait(0 if not state.cache else WARM_EVERY):
+            try:
+                at = evaluation_time(state)
+                if at is not None:
+                    now(state)
+                    campaign_list(state, at)
+                    sensor_health(state, at)
+            except Exception:  # a failed round is retried at the next one
+                log.exception("dashboard cache warm-up failed")
+                state.closed.wait(WARM_EVERY)
+
+    thread = threading.Thread(target=warm, name="dashboard-warmer", daemon=True)
+    thread.start()
+    return thread
 
 
 def rules(state: WebState) -> RuleSet:

@@ -51,3 +51,4 @@ class WebSettings:
     payloads: Path | None = None
     max_page_size: int = MAX_PAGE_SIZE
     refresh_rollup: bool = True
+    warm_cache: bool = False  # keep the overview's signals computed in the background (serve turns it on)
