@@ -146,8 +146,27 @@ class Seen:
     last_seen: datetime
 
 
+class Sighted:
+    """Totals over the sensors' sightings (``seen``) of an address or a hash."""
+
+    __slots__ = ()
+    seen: tuple[Seen, ...]
+
+    @property
+    def count(self) -> int:
+        return sum(s.count for s in self.seen)
+
+    @property
+    def first_seen(self) -> datetime:
+        return min(s.first_seen for s in self.seen)
+
+    @property
+    def last_seen(self) -> datetime:
+        return max(s.last_seen for s in self.seen)
+
+
 @dataclass(frozen=True, slots=True)
-class Attacker:
+class Attacker(Sighted):
     """One selected address; ``reasons`` ⊆ :data:`REASONS`; ``vulns`` the bulletins it exploited
     (``exploit``) or probed (``probe``)."""
 
@@ -162,17 +181,6 @@ class Attacker:
     def address(self) -> str:
         return str(self.ip)
 
-    @property
-    def count(self) -> int:
-        return sum(s.count for s in self.seen)
-
-    @property
-    def first_seen(self) -> datetime:
-        return min(s.first_seen for s in self.seen)
-
-    @property
-    def last_seen(self) -> datetime:
-        return max(s.last_seen for s in self.seen)
 
     @property
     def expires(self) -> datetime:
@@ -196,7 +204,7 @@ class Attacker:
 
 
 @dataclass(frozen=True, slots=True)
-class PayloadHash:
+class PayloadHash(Sighted):
     """A payload by hash: ``kind`` ``exploit`` (a kept exploit argument) or ``file`` (a download)."""
 
     kind: str
@@ -206,17 +214,6 @@ class PayloadHash:
     vuln: str | None
     seen: tuple[Seen, ...]
 
-    @property
-    def count(self) -> int:
-        return sum(s.count for s in self.seen)
-
-    @property
-    def first_seen(self) -> datetime:
-        return min(s.first_seen for s in self.seen)
-
-    @property
-    def last_seen(self) -> datetime:
-        return max(s.last_seen for s in self.seen)
 
 
 @dataclass(frozen=True, slots=True)
