@@ -36,9 +36,11 @@ def test_feature_helpers() -> None:
     assert tree_form("\\\\*SMBSERVER\\ipc$") == "\\\\*SMBSERVER\\IPC$"
     assert tree_form("\\\\HONEY\\IPC$") == "\\\\<name>\\IPC$" and tree_form(None) is None
     t = datetime(2006, 8, 12)
-    assert gap_bucket(t, t + timedelta(microseconds=300)) == "<1ms"
-    assert gap_bucket(t, t + timedelta(milliseconds=5)) == "4ms"
-    assert gap_bucket(t, t + timedelta(seconds=1)) == "512ms" and gap_bucket(None, t) is None
+    assert gap_bucket(t, t + timedelta(microseconds=300)) == "<10ms"
+    assert gap_bucket(t, t + timedelta(milliseconds=5)) == "<10ms"
+    assert gap_bucket(t, t + timedelta(milliseconds=40)) == "10ms"
+    assert gap_bucket(t, t + timedelta(seconds=1)) == "1s" and gap_bucket(None, t) is None
+    assert gap_bucket(t, t + timedelta(hours=1)) == "100s"
 
 
 def test_from_row_reads_shellcode_and_offers() -> None:
@@ -57,7 +59,7 @@ def test_from_row_reads_shellcode_and_offers() -> None:
         ("xor8", "0x99", "WinExec,ExitThread", "9996")
     assert (fp.get("offer_protocol"), fp.get("offer_host"), fp.get("offer_port"), fp.get("offer_file")) == \
         ("ftp", "<self>", "2121", "msnmsgs.exe")
-    assert fp.offer == "ftp://<self>:2121/msnmsgs.exe" and fp.get("gap_repeat") == "2ms"
+    assert fp.offer == "ftp://<self>:2121/msnmsgs.exe" and fp.get("gap_repeat") == "<10ms"
     assert fp.get("native_os") is None  # no set-up seen: absent, not empty
 
 

@@ -11,7 +11,7 @@ One :class:`Fingerprint` per attack (an exploit session, see
 - ``client``: the SMB client stack: dialects offered in order, SMB version, extended security,
   logon kind, NativeOS / NativeLanMan, NTLMSSP flags, and the *shape* of the workstation and user
   names (character classes and run lengths: bots name each infected host afresh, from one pattern);
-- ``timing``: gaps between the session's stages in power-of-two millisecond buckets;
+- ``timing``: gaps between the session's stages in decade buckets (``<10ms``, ``10ms``, ``100ms``, ...);
 - ``payload``: the kept exploit argument's SHA-256 and size, and, when the payload analyser has
   emitted ``payload.shellcode`` / ``payload.offer`` events, decoder, key, API profile, bind and
   connect ports, and the offer's protocol, port, file name and host (``<self>`` when it is the
@@ -25,7 +25,6 @@ family randomises per bot cost little when they differ; that is why they weigh l
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -198,14 +197,18 @@ def tree_form(path: Any) -> str | None:
     return "\\\\" + kind + ("\\" + parts[1].upper() if len(parts) > 1 else "")
 
 
+GAP_BUCKETS = ((10.0, "<10ms"), (100.0, "10ms"), (1000.0, "100ms"), (10_000.0, "1s"), (100_000.0, "10s"))
+
+
 def gap_bucket(start: datetime | None, end: datetime | None) -> str | None:
-    """The gap in power-of-two millisecond buckets: ``<1ms``, ``1ms``, ``2ms``, ``4ms``, ... (lower bound)."""
+    """The gap in decade buckets (lower bounds): ``<10ms``, ``10ms``, ``100ms``, ``1s``, ``10s``,
+    ``100s``. Decades, not finer: below them the gaps are the network's and the host's load, not
+    the bot's (power-of-two milliseconds split one family's attacks by how busy the sensor was);
+    what they tell apart is a bot that pauses on purpose from one that does not."""
     if start is None or end is None:
         return None
     ms = (end - start).total_seconds() * 1000.0
-    if ms < 1.0:
-        return "<1ms"
-    return f"{2 ** int(math.log2(ms))}ms"
+    return next((name for bound, name in GAP_BUCKETS if ms < bound), "100s")
 
 
 def _first_of(d: Mapping[str, Any], *names: str) -> Any:

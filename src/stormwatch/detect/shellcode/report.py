@@ -40,7 +40,10 @@ class Limits:
 
     max_instructions: int = 200_000  # instructions executed per run
     max_memory: int = 16 << 20  # bytes mapped: payload, stack, fake DLLs and its allocations
-    max_seconds: float = 0.25  # wall time of one emulation run
+    # wall time of one emulation run: a safety net only. The instruction count is what ends a loop,
+    # so that a result never depends on how loaded the machine is (a worker thread starved of the
+    # GIL by a busy sensor must find the same API calls as an idle analyser)
+    max_seconds: float = 2.0
     max_api_calls: int = 128  # calls to hooked APIs per run
     max_code_writes: int = 16_384  # writes into the payload's own pages per run (at least 2 per input byte)
     max_input: int = 1 << 20  # bytes of input looked at; the rest is ignored (and reported)
