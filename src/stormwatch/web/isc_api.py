@@ -32,17 +32,9 @@ from stormwatch.threat import state
 from stormwatch.threat.level import LEVELS
 from stormwatch.web.api_common import ApiRoute, as_of
 from stormwatch.web.api_isc_format import MEDIA, Format, IscDoc, choose, render
-from stormwatch.web.api_models import (
-    ErrorOut,
-    IscError,
-    IscInfocon,
-    IscIpOut,
-    IscNumbered,
-    IscPort,
-    IscPortDate,
-    IscTopIp,
-)
+from stormwatch.web.api_models import ErrorOut
 from stormwatch.web.deps import get_engine, get_store, read_guard
+from stormwatch.web.isc_models import IscError, IscInfocon, IscIpOut, IscNumbered, IscPort, IscPortDate, IscTopIp
 
 router = APIRouter(route_class=ApiRoute, prefix="/api", tags=["ISC/DShield compatible"],
                    dependencies=[Depends(read_guard)])
