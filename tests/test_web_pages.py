@@ -293,3 +293,53 @@ def test_the_warmer_computes_the_overview_before_any_request(demo_db: Path) -> N
         assert any(k.startswith("campaigns:") for k in keys) and any(k.startswith("sensors:") for k in keys)
         assert "Threat level" in page(c, "/")
     assert state.closed.is_set()  # the lifespan stopped the warmer before closing the store
+
+
+def test_the_servers_watch_records_the_level_and_delivers_notifications(demo_db: Path, tmp_path: Path) -> None:
+    """While the server holds the store nothing else can write to it: its watch thread records the
+    level and runs the notifications (here to a real webhook receiver on loopback)."""
+    import http.server
+    import json
+    import shutil
+
+    from stormwatch.notify import subscriptions
+    from stormwatch.notify.model import Subscription
+
+    db = tmp_path / "served.duckdb"
+    shutil.copy(demo_db, db)
+    received: list[dict[str, object]] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with Store(db) as store:
+            subscriptions.add(store, Subscription("webhook", f"http://127.0.0.1:{httpd.server_address[1]}/hook",
+                                                  min_level=2, secret="a-webhook-secret-of-32-characters"))
+            (last,) = store.query("SELECT max(ts) AS ts FROM threat_level_changes").to_pylist()
+        settings = WebSettings(db=db, api_tokens=(), refresh_rollup=False, watch_seconds=0.2)
+        app = create_app(settings)
+        with TestClient(app):
+            state = app.state.web
+            for _ in range(1200):
+                if received and state.last_watch is not None:
+                    break
+                threading.Event().wait(0.05)
+            assert state.last_watch is not None and state.last_watch.error is None, state.last_watch
+            assert state.last_watch.level is not None and state.last_watch.level >= 2
+            assert received, "the watch delivered nothing to the subscribed webhook"
+        # the level evaluated by the watch is on record (a check at the data's hour, at least)
+        with Store(db, read_only=True) as store:
+            (checked,) = store.query("SELECT max(ts) AS ts FROM threat_level_checks").to_pylist()
+        assert checked["ts"] is not None and (last["ts"] is None or checked["ts"] >= last["ts"])
+    finally:
+        httpd.shutdown()

@@ -18,14 +18,16 @@ from stormwatch.web.settings import DEFAULT_HOST, DEFAULT_PORT, TOKENS_ENV, WebS
 
 
 def settings_from_options(db_path: str | None, host: str, port: int, read_only: bool, tokens_required: bool,
-                          kb_files: tuple[str, ...], rules_file: str | None, payloads: str | None) -> WebSettings:
+                          kb_files: tuple[str, ...], rules_file: str | None, payloads: str | None,
+                          watch: float = 0.0) -> WebSettings:
     db = Path(db_path) if db_path else default_db_path()
     if read_only and not db.exists():
         raise click.ClickException(f"no store at {db}: ingest something first, or name another with --db")
     return WebSettings(db=db, host=host, port=port, api_tokens=tokens_from_env(), read_open=not tokens_required,
                        read_only=read_only, kb_paths=tuple(Path(k) for k in kb_files),
                        rules_path=Path(rules_file) if rules_file else None,
-                       payloads=Path(payloads) if payloads else None, warm_cache=True)
+                       payloads=Path(payloads) if payloads else None, warm_cache=True,
+                       watch_seconds=0.0 if read_only else watch)
 
 
 @click.command("serve")
@@ -43,14 +45,18 @@ def settings_from_options(db_path: str | None, host: str, port: int, read_only: 
               help="Threat-level rules file [default: $STORMWATCH_RULES or the built-in rules].")
 @click.option("--payloads", type=click.Path(file_okay=False), default=None,
               help="The sensor's payload directory (campaign names from YARA rules).")
+@click.option("--watch", type=click.FloatRange(min=0), default=300.0, show_default=True, metavar="SECONDS",
+              help="Record the threat level and run the notifications this often (the store is the server's "
+                   "while it runs, so `stormwatch level` and `notify run` cannot); 0: off.")
 def serve(db_path: str | None, host: str, port: int, read_only: bool, tokens_required: bool,
-          kb_files: tuple[str, ...], rules_file: str | None, payloads: str | None) -> None:
+          kb_files: tuple[str, ...], rules_file: str | None, payloads: str | None, watch: float) -> None:
     """Serve the dashboard and the JSON API (OpenAPI at /docs) on HOST:PORT."""
     import uvicorn
 
     from stormwatch.web.app import create_app
 
-    settings = settings_from_options(db_path, host, port, read_only, tokens_required, kb_files, rules_file, payloads)
+    settings = settings_from_options(db_path, host, port, read_only, tokens_required, kb_files, rules_file, payloads,
+                                     watch)
     try:
         app = create_app(settings)
     except StormwatchError as exc:

@@ -59,6 +59,7 @@ class WebState:
     rollup_thread: threading.Thread | None = None
     cache: dict[str, tuple[float, Any]] = field(default_factory=dict)  # see pages_data.cached
     closed: threading.Event = field(default_factory=threading.Event)  # set when the server stops
+    last_watch: Any = None  # the watch's last round (web/watch.py), None before the first
 
 
 def _refresh_rollup(store: Store) -> None:
@@ -110,15 +111,19 @@ def create_app(settings: WebSettings | None = None, *, state: WebState | None = 
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        warmer = None
+        threads = []
         if settings.warm_cache:
             from stormwatch.web.pages_data import start_warmer
 
-            warmer = start_warmer(web)
+            threads.append(start_warmer(web))
+        if settings.watch_seconds > 0 and not settings.read_only:
+            from stormwatch.web.watch import start_watch
+
+            threads.append(start_watch(web, settings.watch_seconds))
         yield
         web.closed.set()
-        if warmer is not None:
-            warmer.join(timeout=120)  # a round in progress finishes before the store closes
+        for thread in threads:
+            thread.join(timeout=120)  # a round in progress finishes before the store closes
         if state is None:  # we opened it, we close it
             web.store.close()
 

@@ -52,3 +52,4 @@ class WebSettings:
     max_page_size: int = MAX_PAGE_SIZE
     refresh_rollup: bool = True
     warm_cache: bool = False  # keep the overview's signals computed in the background (serve turns it on)
+    watch_seconds: float = 0.0  # > 0: record the level and run the notifications this often (web/watch.py)
