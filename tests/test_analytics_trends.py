@@ -15,14 +15,15 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from stormwatch.analytics import DuckDBEngine, SparkEngine
+from engine_helpers import both_engines
+from stormwatch.analytics import DuckDBEngine
 from stormwatch.analytics.trends import PortTrend, port_trends
 from stormwatch.cli.main import cli
 from stormwatch.collector import ingest_paths
 from stormwatch.demo import DemoPlan, generate
 from stormwatch.demo.generate import SENSORS
 from stormwatch.events import EventBatchBuilder
-from stormwatch.store import Store, export_lake
+from stormwatch.store import Store
 
 DAY = date(2024, 8, 20)
 A, B, C, D, E = "198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.4", "203.0.113.5"
@@ -214,5 +215,4 @@ def spark_engines(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> Itera
     tmp = tmp_path_factory.mktemp("trends-spark")
     with Store(tmp / "known.duckdb") as store:
         build(store, KNOWN)
-        export_lake(store, tmp / "lake")
-        yield DuckDBEngine(store), SparkEngine(tmp / "lake", spark)
+        yield both_engines(store, tmp / "lake", spark)

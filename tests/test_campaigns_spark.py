@@ -17,12 +17,13 @@ from typing import Any
 
 import pytest
 
+from engine_helpers import both_engines
 from stormwatch.analytics import DuckDBEngine, SparkEngine
 from stormwatch.analytics.clustering import cluster
 from stormwatch.analytics.fingerprint import columns, fingerprints
 from stormwatch.analytics.fingerprint_queries import ATTACK_FINGERPRINTS
 from stormwatch.events import EventBatchBuilder
-from stormwatch.store import Store, export_lake
+from stormwatch.store import Store
 
 pytestmark = pytest.mark.spark
 
@@ -85,8 +86,7 @@ def engines(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
         for n, (name, t, sid, fields) in enumerate(events):
             b.add(name, t, f"{sid}:{n}", session=sid, **fields)
         store.write_events(b.take())
-    export_lake(store, tmp / "lake")
-    yield DuckDBEngine(store), SparkEngine(tmp / "lake", spark)
+    yield both_engines(store, tmp / "lake", spark)
     store.close()
 
 

@@ -44,8 +44,6 @@ from stormwatch.collector.multistage import FollowLimits, follow_attacks
 from stormwatch.collector.replay import replay_capture
 from stormwatch.collector.shell_stream import ShellLine, parse_shell, split_statements
 from stormwatch.collector.shellcode_link import load_analyser
-from stormwatch.events.catalogue import CATALOGUE
-from stormwatch.events.fields import EventType, Field, FieldType
 from stormwatch.events.payload_types import PAYLOAD_FILE
 from stormwatch.ingest.base import source_for
 
@@ -167,7 +165,7 @@ def test_honeynet_heuristic_without_analysis(shared_data: Path, tmp_path: Path) 
     assert [f.md5 for f in a.files] == [SSMS_MD5]
 
 
-def test_honeynet_events(honeynet: tuple[MultiStageAttack, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_honeynet_events(honeynet: tuple[MultiStageAttack, Path]) -> None:
     a, _ = honeynet
     evs = attack_events(a)
     assert [e.event for e in evs] == ["payload.offer", "payload.file"]
@@ -177,17 +175,13 @@ def test_honeynet_events(honeynet: tuple[MultiStageAttack, Path], monkeypatch: p
     assert (offer.src_ip, offer.dst_port) == (ATTACKER, 1957)  # typed into the shell
     assert {k for k, v in file.fields.items() if v is not None} <= {f.name for f in PAYLOAD_FILE.fields}
     assert (file.fields["md5"], file.fields["size"], file.fields["complete"]) == (SSMS_MD5, SSMS_SIZE, True)
-    # stored once registered (the lead adds payload.file to the catalogue); payload.offer with the
-    # fields its own module declares — a narrower type here, to show undeclared fields are left out
-    monkeypatch.setitem(CATALOGUE, "payload.file", PAYLOAD_FILE)
-    offer_type = EventType("payload.offer", 1, "test", (Field("url", FieldType.STRING, "u"),
-                                                       Field("attack", FieldType.STRING, "a")))
-    monkeypatch.setitem(CATALOGUE, "payload.offer", offer_type)
     table = attack_event_table([a], "test")
     assert table is not None
     rows = table.to_pylist()
     assert [r["event"] for r in rows] == ["payload.offer", "payload.file"]
-    assert json.loads(rows[0]["data"]) == {"url": "ftp://0.0.0.0:8884/ssms.exe", "attack": a.exploit.session}
+    offered = json.loads(rows[0]["data"])
+    assert (offered["url"], offered["attack"], offered["source"], offered["filename"]) == \
+        ("ftp://0.0.0.0:8884/ssms.exe", a.exploit.session, "shell", "ssms.exe")
     assert json.loads(rows[1]["data"])["sha256"] == a.files[0].sha256
     assert rows[1]["src_ip"] == ATTACKER and rows[1]["dst_port"] == 1080
     assert [r["key"] for r in attack_event_table([a], "test").to_pylist()] == [r["key"] for r in rows]
@@ -492,11 +486,3 @@ def test_heuristic_takes_no_directory_traffic_for_a_shell(shared_data: Path) -> 
     found = follow(shared_data / "pcap/exploits/eternalchampion.pcap", None)
     assert len(found) == 2
     assert all(a.shell is None and "no shell connection found after the exploit" in a.notes for a in found)
-
-
-def test_event_table_without_registration_stores_nothing(honeynet: tuple[MultiStageAttack, Path],
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    a, _ = honeynet
-    monkeypatch.delitem(CATALOGUE, "payload.file", raising=False)
-    monkeypatch.delitem(CATALOGUE, "payload.offer", raising=False)
-    assert attack_event_table([a], "test") is None

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from stormwatch.analytics import DuckDBEngine, SparkEngine
+from engine_helpers import both_engines
+from stormwatch.analytics import DuckDBEngine
 from stormwatch.analytics import outbreak_queries as q
 from stormwatch.analytics.outbreak import estimate_outbreaks, outbreak_series
 from stormwatch.cli.outbreak_cmd import outbreak_cmd
 from stormwatch.events import EventBatchBuilder
-from stormwatch.store import Store, export_lake
+from stormwatch.store import Store
 
 DEMO = Path("/work/demo/demo.duckdb")
 T0 = datetime(2024, 3, 1)
@@ -189,8 +190,7 @@ def test_spark_parity(spark: Any, tmp_path: Path) -> None:
         b.add("fw.connection", T0 + timedelta(hours=h, minutes=59, seconds=59, microseconds=999_999), f"x{h}",
               src_ip=f"10.1.{h % 7}.1", dst_ip="192.0.2.3", dst_port=445, proto="tcp", count=3)
     st.write_events(b.take())
-    export_lake(st, tmp_path / "lake")
-    duck, sp = DuckDBEngine(st), SparkEngine(tmp_path / "lake", spark)
+    duck, sp = both_engines(st, tmp_path / "lake", spark)
     until = T0 + timedelta(hours=50)
     port: dict[str, int | datetime] = {"until": until, "port": 445}
     for sql, params in [(q.EXPLOIT_HOURLY, {"until": until}), (q.EXPLOIT_SUMMARY, {"until": until}),

@@ -16,13 +16,14 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from engine_helpers import both_engines
 from stormwatch.analytics import DuckDBEngine, SparkEngine
 from stormwatch.analytics.scanner_queries import first_contacts
 from stormwatch.analytics.scanners import assess_sources, detect_scanners
 from stormwatch.cli.scanners_cmd import scanners_cmd
 from stormwatch.collector import ingest_paths
 from stormwatch.events import EventBatchBuilder
-from stormwatch.store import Store, export_lake
+from stormwatch.store import Store
 
 T0 = datetime(2006, 8, 13, 12, 0, 0)
 LN4 = math.log(4)
@@ -332,8 +333,7 @@ def engines(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
     tmp = tmp_path_factory.mktemp("scanners")
     st = Store(tmp / "gen.duckdb")
     write(st, generated(20040509))
-    export_lake(st, tmp / "lake")
-    yield DuckDBEngine(st), SparkEngine(tmp / "lake", spark)
+    yield both_engines(st, tmp / "lake", spark)
     st.close()
 
 

@@ -327,14 +327,14 @@ def test_analysis_that_raises_costs_the_analysis_not_the_session(
 class RefusingAnalyser(PayloadAnalyser):
     """An analyser that fails before any work starts (a shut-down pool, a bug in submit)."""
 
-    def submit(self, payload: bytes, done: Callable[[PayloadEvents], None]) -> None:
+    def submit(self, payload: bytes, done: Callable[[PayloadEvents], None], sha256: str | None = None) -> None:
         raise RuntimeError("cannot schedule new futures after shutdown")
 
 
 class CallbackTwice(PayloadAnalyser):
     """An analyser that reports twice (a bug): the session must still close once, last."""
 
-    def submit(self, payload: bytes, done: Callable[[PayloadEvents], None]) -> None:
+    def submit(self, payload: bytes, done: Callable[[PayloadEvents], None], sha256: str | None = None) -> None:
         done([])
         done([])
 

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from stormwatch.analytics import DuckDBEngine, SparkEngine
+from engine_helpers import both_engines
+from stormwatch.analytics import DuckDBEngine
 from stormwatch.analytics import surge_queries as sq
 from stormwatch.analytics.surges import active_hours, detect_surges, subject_surges, surge_report, window
 from stormwatch.cli.surges_cmd import surges_cmd
 from stormwatch.events import EventBatchBuilder
-from stormwatch.store import Store, export_lake
+from stormwatch.store import Store
 
 START = datetime(2024, 7, 1)  # a Monday
 DAYS = 21
@@ -320,8 +321,7 @@ def test_spark_gives_the_same_series_and_surges(spark: Any, demo_like_path: Path
         b.add("fw.connection", START + timedelta(hours=i), f"v6 {i}", src_ip=src, dst_ip="192.0.2.1", dst_port=445,
               proto="tcp", count=1 + i % 3)
     st.write_events(b.take())
-    assert export_lake(st, tmp_path / "lake") > 0
-    duck, sp = DuckDBEngine(st), SparkEngine(tmp_path / "lake", spark)
+    duck, sp = both_engines(st, tmp_path / "lake", spark)
     params = {"start": START, "end": START + timedelta(days=DAYS), "recent_hour": 400, "min_records": 3, "top": 5}
     for kind, sql in sq.SERIES.items():
         expected = duck.run(sql, params)

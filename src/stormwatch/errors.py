@@ -3,7 +3,8 @@
     StormwatchError
     ├── InputError            a file or record we were given cannot be used
     │   ├── UnknownFormat     no reader recognised the input (names what was tried)
-    │   └── TruncatedInput    readable up to an offset, damaged after it
+    │   ├── TruncatedInput    readable up to an offset, damaged after it
+    │   └── DataFileError     an operator's data file (knowledge base, rules) breaks its schema
     ├── StoreError            the database cannot be opened, migrated or written
     └── EngineError           an analytics engine (DuckDB, Spark) is unavailable or failed
 
@@ -41,6 +42,18 @@ class TruncatedInput(InputError):
         self.path = path
         self.offset = offset
         super().__init__(f"{path}: damaged at byte {offset}: {detail}")
+
+
+class DataFileError(InputError):
+    """A data file (knowledge base, threat-level rules) that cannot be read, or one of its items
+    that breaks the schema: the message names the file, the item (``kind`` ``name``) and the field."""
+
+    kind = "item"
+
+    def __init__(self, source: str, item: str | None, field: str | None, detail: str) -> None:
+        self.source, self.item, self.field, self.detail = source, item, field, detail
+        where = source + (f": {self.kind} {item}" if item else "") + (f": field {field!r}" if field else "")
+        super().__init__(f"{where}: {detail}")
 
 
 class StoreError(StormwatchError):

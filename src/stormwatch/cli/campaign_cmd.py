@@ -42,7 +42,7 @@ def _pct(v: float | None) -> str:
     return "" if v is None else f"{v * 100:+.0f}%"
 
 
-def _row(c: Campaign) -> dict[str, Any]:
+def campaign_row(c: Campaign) -> dict[str, Any]:
     return {"name": c.name, "attacks": c.attacks, "sources": c.sources, "sensors": len(c.sensors),
             "first_seen": c.first_seen, "last_seen": c.last_seen, "exploits": list(c.exploits),
             "week": f"{c.week_attacks}/{c.previous_week_attacks}", "growth": _pct(c.growth),
@@ -66,7 +66,7 @@ def campaigns_cmd(fmt: str, since: str | None, until: str | None, rule_files: tu
         click.echo("no exploit attempts in the window (the honeypot sensor records them)")
         return
     click.echo(f"{len(found)} campaigns; week = attacks in the last 7 days / the 7 days before")
-    click.echo(render([_row(c) for c in found], "table", LIST_COLUMNS))
+    click.echo(render([campaign_row(c) for c in found], "table", LIST_COLUMNS))
 
 
 @click.command("campaign")

@@ -89,15 +89,13 @@ def demo(workdir: str, fresh: bool, live: bool, serve: bool, port: int, db_path:
 
 def _serve(db: Path, workdir: str, port: int) -> None:
     """The dashboard over the demo's store, in this process, until Ctrl-C."""
-    import uvicorn
-
-    from stormwatch.web.app import create_app
+    from stormwatch.cli.serve_cmd import run_server
     from stormwatch.web.settings import WebSettings
 
-    app = create_app(WebSettings(db=db, port=port, payloads=Path(workdir) / "payloads", warm_cache=True))
-    click.echo(f"\n== the dashboard: http://127.0.0.1:{port}/ (level, surges, the MS06-040 advisory, campaigns, "
-               f"sessions); JSON API at http://127.0.0.1:{port}/api/v1/level, OpenAPI at /docs. Ctrl-C stops it.")
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    settings = WebSettings(db=db, port=port, payloads=Path(workdir) / "payloads", warm_cache=True)
+    run_server(settings, f"\n== the dashboard: http://127.0.0.1:{port}/ (level, surges, the MS06-040 advisory, "
+                         f"campaigns, sessions); JSON API at http://127.0.0.1:{port}/api/v1/level, OpenAPI at "
+                         "/docs. Ctrl-C stops it.", log_level="warning")
 
 
 def _echo(s: IngestSummary) -> None:

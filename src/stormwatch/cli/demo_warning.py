@@ -15,7 +15,7 @@ from stormwatch.analytics.outbreak import estimate_outbreaks
 from stormwatch.analytics.scanners import detect_scanners
 from stormwatch.analytics.surges import detect_surges
 from stormwatch.cli.campaign_cmd import LIST_COLUMNS as CAMPAIGN_COLUMNS
-from stormwatch.cli.campaign_cmd import _row as campaign_row
+from stormwatch.cli.campaign_cmd import campaign_row
 from stormwatch.cli.outbreak_cmd import OUTBREAK_COLUMNS
 from stormwatch.cli.output import render
 from stormwatch.cli.scanners_cmd import COLUMNS as SCANNER_COLUMNS

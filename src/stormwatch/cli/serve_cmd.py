@@ -51,17 +51,22 @@ def settings_from_options(db_path: str | None, host: str, port: int, read_only: 
 def serve(db_path: str | None, host: str, port: int, read_only: bool, tokens_required: bool,
           kb_files: tuple[str, ...], rules_file: str | None, payloads: str | None, watch: float) -> None:
     """Serve the dashboard and the JSON API (OpenAPI at /docs) on HOST:PORT."""
+    settings = settings_from_options(db_path, host, port, read_only, tokens_required, kb_files, rules_file, payloads,
+                                     watch)
+    shown = f"[{host}]" if ":" in host else host
+    run_server(settings, f"stormwatch dashboard on http://{shown}:{port}/ (store {settings.db}"
+                         f"{', read-only' if read_only else ''}); Ctrl-C stops it")
+
+
+def run_server(settings: WebSettings, banner: str, *, log_level: str = "info") -> None:
+    """Serve the app over ``settings`` under uvicorn until interrupted, after printing ``banner``."""
     import uvicorn
 
     from stormwatch.web.app import create_app
 
-    settings = settings_from_options(db_path, host, port, read_only, tokens_required, kb_files, rules_file, payloads,
-                                     watch)
     try:
         app = create_app(settings)
     except StormwatchError as exc:
         raise click.ClickException(str(exc)) from exc
-    shown = f"[{host}]" if ":" in host else host
-    click.echo(f"stormwatch dashboard on http://{shown}:{port}/ (store {settings.db}"
-               f"{', read-only' if read_only else ''}); Ctrl-C stops it")
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    click.echo(banner)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False)

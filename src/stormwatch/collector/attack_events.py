@@ -4,18 +4,12 @@
 Both carry ``attack`` = the exploit session's id. Identity fields are the connection the fact was
 seen on: the shell connection for an offer typed into it, the exploit connection for one the
 shellcode makes, the data connection for a file. The store key is ``<attack>:<event>:<n>``, so
-reading the same capture again adds nothing twice.
-
-``payload.offer`` belongs to the shellcode analyser's catalogue module
-(``stormwatch.events.payload_types``): its fields are offered as ``attack``, ``source``,
-``protocol``, ``host``, ``port``, ``path``, ``filename``, ``url``, ``endpoint``, ``user`` and
-``password``, and :func:`attack_event_table` keeps those the registered type declares (logging
-the others once), so the two modules may evolve apart without a crash.
+reading the same capture again adds nothing twice. Both types are in the catalogue
+(:mod:`stormwatch.events.payload_types`); the batch builder refuses a field they do not declare.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -24,10 +18,6 @@ import pyarrow as pa
 
 from stormwatch.collector.attack_model import MultiStageAttack
 from stormwatch.events.batch import EventBatchBuilder
-from stormwatch.events.catalogue import CATALOGUE
-
-log = logging.getLogger(__name__)
-_warned: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -75,25 +65,10 @@ def attack_events(attack: MultiStageAttack) -> list[AttackEvent]:
 
 
 def attack_event_table(attacks: Iterable[MultiStageAttack], sensor: str) -> pa.Table | None:
-    """The attacks' events as one batch for the store (None when there are none). An event type not
-    in the catalogue yet is left out, and said so once in the log."""
+    """The attacks' events as one batch for the store (None when there are none)."""
     builder = EventBatchBuilder(sensor)
     for attack in attacks:
         for ev in attack_events(attack):
-            et = CATALOGUE.get(ev.event)
-            if et is None:
-                _warn(ev.event, f"event type {ev.event} is not registered in the catalogue: not stored")
-                continue
-            fields = {k: v for k, v in ev.fields.items() if et.field(k) is not None}
-            dropped = sorted(k for k in ev.fields if k not in fields)
-            if dropped:
-                _warn(f"{ev.event}:{dropped}", f"{ev.event} does not declare {', '.join(dropped)}: left out")
             builder.add(ev.event, ev.ts, ev.key, session=ev.session, src_ip=ev.src_ip, src_port=ev.src_port,
-                        dst_ip=ev.dst_ip, dst_port=ev.dst_port, proto="tcp", **fields)
+                        dst_ip=ev.dst_ip, dst_port=ev.dst_port, proto="tcp", **ev.fields)
     return builder.take() if len(builder) else None
-
-
-def _warn(what: str, message: str) -> None:
-    if what not in _warned:
-        _warned.add(what)
-        log.warning(message)

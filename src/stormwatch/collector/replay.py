@@ -330,7 +330,7 @@ class CaptureReplay:
             kept = self._payload_store(out.payload)
             fields = {**fields, "payload_sha256": kept[0], "payload_size": kept[1]}
             self._emit(conn, out.event, fields)
-            for event, more in self._analyser.events(out.payload):  # offline: analysed in line
+            for event, more in self._analyser.events(out.payload, kept[0]):  # offline: analysed in line
                 self._emit(conn, event, more)
             return
         self._emit(conn, out.event, fields)

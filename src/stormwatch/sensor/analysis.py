@@ -58,17 +58,19 @@ class PayloadAnalyser:
             self._cache.move_to_end(key)
         return found
 
-    def events(self, payload: bytes) -> PayloadEvents:
-        """Analyse now (cached): for offline callers such as the capture replay."""
-        key = hashlib.sha256(payload).hexdigest()
+    def events(self, payload: bytes, sha256: str | None = None) -> PayloadEvents:
+        """Analyse now (cached): for offline callers such as the capture replay. ``sha256``: the
+        payload's, when the caller has it already (the payload store computed it)."""
+        key = sha256 or hashlib.sha256(payload).hexdigest()
         found = self._cached(key)
         return found if found is not None else self._remember(key, self._run(payload))
 
-    def submit(self, payload: bytes, done: Callable[[PayloadEvents], None]) -> None:
+    def submit(self, payload: bytes, done: Callable[[PayloadEvents], None], sha256: str | None = None) -> None:
         """Analyse in the worker thread; ``done(events)`` is then called on the running event loop.
         A cached payload calls ``done`` at once; one being analysed waits for that analysis. A
-        cancelled analysis (:meth:`cancel_pending`, :meth:`close`) calls ``done([])``."""
-        key = hashlib.sha256(payload).hexdigest()
+        cancelled analysis (:meth:`cancel_pending`, :meth:`close`) calls ``done([])``. ``sha256``:
+        the payload's, when the caller has it already (the sensor's hot path hashes it once)."""
+        key = sha256 or hashlib.sha256(payload).hexdigest()
         found = self._cached(key)
         if found is not None:
             done(found)

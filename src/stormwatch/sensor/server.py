@@ -454,11 +454,11 @@ class SensorServer:
             fields = {**fields, "payload_sha256": digest, "payload_size": size}
             self._emit(ident, out.event, fields)
             if self.analyser is not None and conn is not None:
-                self._analyse(conn, ident, out.payload)
+                self._analyse(conn, ident, out.payload, digest)
             return
         self._emit(ident, out.event, fields)
 
-    def _analyse(self, conn: _Conn, ident: Identity, payload: bytes) -> None:
+    def _analyse(self, conn: _Conn, ident: Identity, payload: bytes, digest: str) -> None:
         """The payload's ``payload.shellcode`` / ``payload.offer`` events, from the worker thread
         (never on the loop); the session's ``session.closed`` waits for them."""
         analyser = self.analyser
@@ -478,7 +478,7 @@ class SensorServer:
                 settle()
 
         try:
-            analyser.submit(payload, done)
+            analyser.submit(payload, done, digest)
         except Exception:  # a broken analyser costs the analysis, never the session
             log.exception("payload analysis of session %s could not be started", ident.session)
             settle()

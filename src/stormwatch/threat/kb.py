@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from stormwatch.errors import InputError
+from stormwatch.errors import DataFileError
 
 BUILTIN = "stormwatch:threat/data/vulns.toml"
 
@@ -58,13 +58,14 @@ REQUIRED = ("id", "cves", "name", "published", "ports", "services", "affected", 
 OPTIONAL = ("exploits", "malware", "detectors")
 
 
-class KBError(InputError):
+class KBError(DataFileError):
     """A knowledge-base file that cannot be read, or an entry that breaks the schema."""
 
-    def __init__(self, source: str, entry: str | None, field: str | None, detail: str) -> None:
-        self.source, self.entry, self.field, self.detail = source, entry, field, detail
-        where = source + (f": entry {entry}" if entry else "") + (f": field {field!r}" if field else "")
-        super().__init__(f"{where}: {detail}")
+    kind = "entry"
+
+    @property
+    def entry(self) -> str | None:
+        return self.item
 
 
 @dataclass(frozen=True, slots=True)

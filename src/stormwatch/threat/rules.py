@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from stormwatch.analytics.exploits import ExploitActivity
 from stormwatch.analytics.signals import Outbreak, Scanner, Surge
-from stormwatch.errors import InputError
+from stormwatch.errors import DataFileError
 from stormwatch.threat.kb import SEVERITIES, KnowledgeBase
 
 BUILTIN = "stormwatch:threat/data/level_rules.toml"
@@ -47,13 +47,10 @@ DEFAULT_HOLD_HOURS = 24.0  # ISC: "we try to remain at the same level for at lea
 DEFAULT_WINDOW_HOURS = 24.0  # ThreatCon: "observed and gathered in the previous 24-hour period"
 
 
-class RulesError(InputError):
+class RulesError(DataFileError):
     """A rules file that cannot be read, or a rule that breaks the schema."""
 
-    def __init__(self, source: str, rule: str | None, field: str | None, detail: str) -> None:
-        self.source, self.rule, self.field, self.detail = source, rule, field, detail
-        where = source + (f": rule {rule}" if rule else "") + (f": field {field!r}" if field else "")
-        super().__init__(f"{where}: {detail}")
+    kind = "rule"
 
 
 @dataclass(frozen=True, slots=True)
