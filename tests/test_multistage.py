@@ -149,8 +149,7 @@ def test_honeynet_file_agrees_with_tshark(shared_data: Path, honeynet: tuple[Mul
 
 
 def test_honeynet_with_the_shellcode_analyser(shared_data: Path, tmp_path: Path) -> None:
-    if load_analyser() is None:
-        pytest.skip("stormwatch.detect.shellcode.analyze is not written yet (issue 5, the shellcode helper)")
+    assert load_analyser() is not None
     [a] = follow(shared_data / CAPTURE, tmp_path)
     assert a.shellcode is not None and 1957 in a.shellcode["binds"]
     assert a.shell_rule == "the shellcode binds port(s) 1957" and a.bind_port == 1957

@@ -31,11 +31,11 @@ pytest.importorskip("impacket", reason="the demo's bots drive impacket (pip inst
 import uvicorn
 from playwright.sync_api import sync_playwright
 
+from demo_store import build_demo_store
 from stormwatch.store import Store
 from stormwatch.web.app import create_app
 from stormwatch.web.settings import WebSettings
 from test_web_escaping import ATTACKER, IMG, SCRIPT, attack_sensor, ingest_hostile_logs
-from test_web_pages import build_demo_store
 
 CHROMIUM = os.environ.get("STORMWATCH_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 

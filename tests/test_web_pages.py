@@ -21,15 +21,10 @@ import pytest
 
 pytest.importorskip("impacket", reason="the demo's bots drive impacket (pip install -e '.[dev]')")
 
-from stormwatch.analytics import DuckDBEngine, refresh_rollup
-from stormwatch.collector import ingest_paths
-from stormwatch.demo import DemoPlan, generate
-from stormwatch.demo.attack import LivePlan
+from demo_store import build_demo_store
 from stormwatch.demo.generate import SENSORS
-from stormwatch.demo.live import run_live
 from stormwatch.events import EventBatchBuilder
 from stormwatch.store import BatchWriter, Store
-from stormwatch.threat.level import replay_level
 from stormwatch.web.app import create_app
 from stormwatch.web.pages_ports import trailing_baseline
 from stormwatch.web.pages_svg import Band, Chart, Series, render_chart
@@ -39,26 +34,7 @@ with warnings.catch_warnings():  # starlette deprecates its httpx-based TestClie
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-PLAN = DemoPlan(start=datetime(2006, 7, 31), days=15, background_per_day=400, surge_sources_day1=40)
-LIVE = LivePlan(quiet_days=1, ms06_040_day1=4, ms08_067_per_day=1, ms04_011_per_day=1, benign_per_day=1,
-                concurrency=4)
 HTML = {"accept": "text/html"}
-
-
-def build_demo_store(tmp: Path) -> Path:
-    """A small demo store (about 10 s); returns its path."""
-    db = tmp / "demo.duckdb"
-    paths = generate(tmp / "logs", PLAN)
-    with Store(db) as store:
-        for path, sensor in zip(paths, SENSORS, strict=True):
-            (summary,) = ingest_paths(store, [str(path)], sensor=sensor)
-            assert summary.error is None, summary
-        live = run_live(store, tmp / "live", PLAN, LIVE)
-        assert live.report.failed == 0, live.report.errors
-        refresh_rollup(store)
-        changes = replay_level(store, DuckDBEngine(store), datetime(2006, 8, 12), PLAN.end, step=timedelta(hours=12))
-        assert changes, "the replay over the surge must raise the level"
-    return db
 
 
 @pytest.fixture(scope="module")
