@@ -14,15 +14,21 @@ $(VENV)/bin/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(RUN_STAMP): pyproject.toml | $(VENV)/bin/python
+# The compiled iptables scanner (setup.py) is optional for users (no C compiler: the SQL path
+# reads instead) but required for the tests, which check it was built from the current source.
+NATIVE := setup.py src/stormwatch/ingest/_netfilter.c src/stormwatch/ingest/_md5x.h
+
+$(RUN_STAMP): pyproject.toml $(NATIVE) | $(VENV)/bin/python
 	$(BIN)/pip install -q -e .
 	touch $@
 
-$(DEV_STAMP): pyproject.toml | $(VENV)/bin/python
+$(DEV_STAMP): pyproject.toml $(NATIVE) | $(VENV)/bin/python
+	rm -f src/stormwatch/ingest/_netfilter.*.so
 	$(BIN)/pip install -q -e '.[dev]'
+	@ls src/stormwatch/ingest/_netfilter.*.so >/dev/null 2>&1 || { echo "the compiled scanner did not build: install gcc and python3-dev (see .ci/run)" >&2; exit 1; }
 	touch $@ $(RUN_STAMP)
 
-$(DEMO_STAMP): pyproject.toml | $(VENV)/bin/python
+$(DEMO_STAMP): pyproject.toml $(NATIVE) | $(VENV)/bin/python
 	$(BIN)/pip install -q -e '.[demo]'
 	touch $@ $(RUN_STAMP)
 

@@ -19,11 +19,12 @@ the same log line twice) gets EventBatchBuilder's occurrence suffix.
 
 Two readers:
 
-- :class:`IptablesReader` (``iptables``): syslog files, vectorised. DuckDB reads the file and
-  extracts the fields in SQL (:func:`build_query`); every line the SQL cannot decide with
+- :class:`IptablesReader` (``iptables``): syslog files, vectorised. The compiled scanner
+  (:mod:`stormwatch.ingest.netfilter_fast`) reads files with BSD, ISO 8601 or epoch headers;
+  otherwise (RFC 5424 files, or no C compiler at install) DuckDB reads the file and extracts the
+  fields in SQL (:func:`build_query`). Either way every line the fast path cannot decide with
   certainty (another framing, a malformed packet part, non-ASCII text) goes to
-  :func:`parse_syslog_line`, the per-line reference parser, so both give the same events.
-  ``journalctl -o short-iso`` output is such a file.
+  :func:`parse_syslog_line`, the per-line reference parser, so all give the same events.
 - :class:`IptablesJournalReader` (``iptables-journal``): ``journalctl -o export`` output.
 """
 
@@ -40,6 +41,7 @@ import pyarrow as pa
 
 from stormwatch.errors import InputError, TruncatedInput
 from stormwatch.events import EventBatchBuilder, Reject, arrow_schema
+from stormwatch.ingest import netfilter_fast
 from stormwatch.ingest.base import CHUNK_ROWS, Chunk, Reader, RecordError, Source
 from stormwatch.ingest.normalize import action, canonical_ip, flags_from_words, port, proto_name
 from stormwatch.ingest.syslog import (
@@ -319,8 +321,13 @@ class IptablesReader(Reader):
     def sniff(self, head: bytes) -> bool:
         return _MARKER_BYTES.search(head) is not None and b"\n__REALTIME_TIMESTAMP=" not in head
 
+    use_compiled: bool = True  # False: always the SQL path (tests compare the two)
+
     def read(self, src: Source) -> Iterator[Chunk]:
         clock = Clock.for_source(src)
+        if self.use_compiled and netfilter_fast.usable_for(src, clock):
+            yield from netfilter_fast.read_fast(src, clock, parse_syslog_line, FORMAT)
+            return
         # An in-memory DuckDB as a compute engine; nothing is stored, no extension is loaded.
         con = duckdb.connect(config={"autoinstall_known_extensions": False,
                                      "autoload_known_extensions": False})

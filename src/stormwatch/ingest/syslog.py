@@ -270,8 +270,14 @@ class Occurrences:
 
     def apply(self, table: pa.Table, hashes: np.ndarray) -> pa.Table:
         """``table`` (with a ``key`` column) with suffixes on repeated keys."""
+        n = self.numbers(hashes)
+        return table if n is None else suffixed(table, n)
+
+    def numbers(self, hashes: np.ndarray) -> np.ndarray | None:
+        """How many times each row's line was seen before it (0 for a first sighting), or None
+        when no line of this batch repeats one."""
         if len(hashes) == 0:
-            return table
+            return None
         ordered = np.sort(hashes)
         starts = np.ones(len(ordered), bool)
         starts[1:] = ordered[1:] != ordered[:-1]
@@ -285,19 +291,24 @@ class Occurrences:
         self._keys = distinct
         self._totals = base + np.diff(np.append(firsts, len(ordered)))
         if len(firsts) == len(ordered) and not base.any():
-            return table  # the common case: no line repeated
+            return None  # the common case: no line repeated
         # Number each row within its group of equal hashes, in file order (a stable sort).
         order = np.argsort(hashes, kind="stable")
         group = np.cumsum(starts) - 1
         n_sorted = base[group] + (np.arange(len(ordered)) - firsts[group])
-        n = np.empty_like(n_sorted)
+        n: np.ndarray = np.empty_like(n_sorted)
         n[order] = n_sorted
-        rows = np.flatnonzero(n)
-        column = table.column("key").combine_chunks()
-        repeats = pa.array([f"{column[i].as_py()}\x00{n[i]}" for i in rows.tolist()], pa.string())
-        idx = table.schema.get_field_index("key")
-        keys = pc.replace_with_mask(column, pa.array(n > 0), repeats)
-        return table.set_column(idx, table.schema.field(idx), keys)
+        return n
+
+
+def suffixed(table: pa.Table, n: np.ndarray) -> pa.Table:
+    """``table`` with ``key + "\\x00" + n`` as the key of every row whose ``n`` is not 0."""
+    rows = np.flatnonzero(n)
+    column = table.column("key").combine_chunks()
+    repeats = pa.array([f"{column[i].as_py()}\x00{n[i]}" for i in rows.tolist()], pa.string())
+    idx = table.schema.get_field_index("key")
+    keys = pc.replace_with_mask(column, pa.array(n > 0), repeats)
+    return table.set_column(idx, table.schema.field(idx), keys)
 
 
 # --- journald export -----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -64,18 +65,44 @@ _EVENT_COLUMNS = (
     "tcp_flags, action, outcome, coalesce(count, 1), data"
 )
 
-# The batch is hashed into event ids, de-duplicated within itself, then anti-joined against the
-# stored events of the same time range (DuckDB's zone maps on ts skip the rest of the table).
-_INSERT_EVENTS = f"""
+# The batch's event ids (stormwatch.events.ids): hashed here, or handed over by the reader.
+_MD5_ID = "md5_number(event || chr(0) || sensor || chr(0) || key)"
+_GIVEN_ID = f"CASE WHEN id_lo IS NULL THEN {_MD5_ID} ELSE (id_hi::UHUGEINT << 64) | id_lo::UHUGEINT END"
+
+
+def _insert_sql(event_id: str, distinct: bool) -> str:
+    """The batch with its event ids, de-duplicated within itself (unless its ids are known to be
+    ``distinct``), then anti-joined against the stored events of the same time range (DuckDB's
+    zone maps on ts skip the rest of the table)."""
+    qualify = "" if distinct else "QUALIFY row_number() OVER (PARTITION BY event_id) = 1"
+    return f"""
 INSERT INTO events
 SELECT event_id, {_EVENT_COLUMNS}
-FROM (SELECT md5_number(event || chr(0) || sensor || chr(0) || key) AS event_id, * FROM _batch) b
+FROM (SELECT {event_id} AS event_id, * FROM _batch) b
 WHERE NOT EXISTS (
     SELECT 1 FROM events e
     WHERE e.event_id = b.event_id AND e.ts >= $lo AND e.ts <= $hi
 )
-QUALIFY row_number() OVER (PARTITION BY event_id) = 1
+{qualify}
 """
+
+
+_INSERT_EVENTS = _insert_sql(_MD5_ID, distinct=False)
+_INSERT_GIVEN = _insert_sql(_GIVEN_ID, distinct=False)
+_INSERT_DISTINCT = _insert_sql(_GIVEN_ID, distinct=True)
+
+
+def _insert_for(batch: pa.Table) -> str:
+    """The insert for ``batch``: ids given for every row and all different (the common case of
+    the compiled iptables path; a sort of the low halves shows it) spare the window that
+    de-duplicates within the batch."""
+    if "id_lo" not in batch.schema.names:
+        return _INSERT_EVENTS
+    lo = batch.column("id_lo")
+    if lo.null_count:
+        return _INSERT_GIVEN
+    ordered = np.sort(lo.to_numpy())
+    return _INSERT_GIVEN if bool((ordered[1:] == ordered[:-1]).any()) else _INSERT_DISTINCT
 
 
 # Days written to are no longer current in the port report's rollup.
@@ -134,8 +161,9 @@ class Store:
 
     # -- writing ----------------------------------------------------------------------------
     def write_events(self, batch: pa.Table) -> WriteResult:
-        """Insert a batch of :func:`stormwatch.events.arrow_schema`; rows already stored (same
-        event id) are skipped. One transaction per call."""
+        """Insert a batch of :func:`stormwatch.events.arrow_schema` (optionally followed by the
+        id columns of :mod:`stormwatch.events.ids`); rows already stored (same event id) are
+        skipped. One transaction per call."""
         if batch.num_rows == 0:
             return WriteResult()
         lo, hi = pc.min_max(batch.column("ts")).values()
@@ -144,7 +172,7 @@ class Store:
             try:
                 cur.register("_batch", batch)
                 cur.execute("BEGIN TRANSACTION")
-                inserted = cur.execute(_INSERT_EVENTS, {"lo": lo.as_py(), "hi": hi.as_py()}).fetchall()[0][0]
+                inserted = cur.execute(_insert_for(batch), {"lo": lo.as_py(), "hi": hi.as_py()}).fetchall()[0][0]
                 if inserted:
                     cur.execute(_MARK_STALE)
                 cur.execute("COMMIT")

@@ -1,0 +1,236 @@
+"""The iptables reader's compiled fast path: blocks of syslog text → event tables with ids.
+
+:func:`read_fast` reads the input in blocks of whole lines and hands each to the C scanner
+(``_netfilter.scan``, built from ``_netfilter.c`` at install; the GIL is released while it runs,
+so the store's writer thread inserts the block before while the next one is parsed). The scanner
+decides every line it can with certainty — the kernel's own layout after a BSD, ISO 8601 or epoch
+syslog header and the ``kernel:`` tag — writing the event columns, the line as key and the event
+id (:mod:`stormwatch.events.ids`); every other line containing ``IN=`` comes back by number for
+the reference parser (:func:`stormwatch.ingest.iptables.parse_syslog_line`), so both paths give
+the same events. Line numbers of rejects come straight from the scan: no second pass.
+
+When the extension is missing (no C compiler at install), :func:`available` is False and the
+reader uses its DuckDB SQL path instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from stormwatch.errors import InputError
+from stormwatch.events import EventBatchBuilder, Reject
+from stormwatch.events.batch import to_micros
+from stormwatch.events.ids import event_id, id_prefix, schema_with_ids, split_id
+from stormwatch.events.memory import bulk_pool
+from stormwatch.ingest.base import Chunk, RecordError, Source
+from stormwatch.ingest.normalize import FLAG_ORDER
+from stormwatch.ingest.syslog import Clock, Occurrences
+
+_netfilter: ModuleType | None
+try:
+    _netfilter = importlib.import_module("stormwatch.ingest._netfilter")
+except ImportError:  # built without a C compiler: the SQL path reads instead
+    _netfilter = None
+
+EVENT = "fw.connection"
+BLOCK_BYTES = 32 << 20  # text read per block
+PIECE_BYTES = 1 << 20  # per read of a gzip stream, so damage loses at most this much
+ROWS = 1 << 18  # events per scan call (one Chunk): more than a block holds
+SLOW_ROWS = 1 << 14  # lines for the reference parser per scan call
+_PROTOS = pa.array(["tcp", "udp", "icmp", "icmp6"])
+_ACTIONS = pa.array(["accept", "drop", "reject", "log"])
+# tcp_flags by the scanner's bit mask (bit 7 = C ... bit 0 = F); index 256 = not TCP
+_FLAGS = pa.array(["".join(c for i, c in enumerate(FLAG_ORDER) if m & (1 << (7 - i))) for m in range(256)] + [None],
+                  pa.string())
+# bytes per row of each string column's buffer (the scanner stops a call when one is full)
+_STRING_BYTES = (("src_ip", 40), ("dst_ip", 40), ("data", 160))
+
+
+def available() -> bool:
+    """True when the compiled scanner was built."""
+    return _netfilter is not None
+
+
+def md5_lanes() -> int:
+    """The MD5 lanes the scanner uses on this CPU: 16 (AVX-512), 8 (AVX2) or 1."""
+    assert _netfilter is not None
+    return int(_netfilter.md5_lanes())
+
+
+def md5_list(prefix: bytes, messages: list[bytes], lanes: int) -> list[tuple[int, int]]:
+    """``(id_lo, id_hi)`` of ``prefix + m`` for each message, hashed ``lanes`` at a time (tests
+    hold every width to hashlib)."""
+    assert _netfilter is not None
+    return [(int(lo), int(hi)) for lo, hi in _netfilter.md5_list(prefix, messages, lanes)]
+
+
+class _Outputs:
+    """The scanner's writable buffers for one call, from the bulk pool (which hands freed memory
+    out again rather than fresh pages); the table built from them shares them."""
+
+    def __init__(self) -> None:
+        def buf(size: int) -> pa.Buffer:
+            return pa.allocate_buffer(size, memory_pool=bulk_pool())
+
+        self.arrow: dict[str, pa.Buffer] = {}
+        self.np: dict[str, np.ndarray] = {}
+        for name, dtype, rows in (("ts", np.int64, ROWS), ("src_port", np.int32, ROWS), ("dst_port", np.int32, ROWS),
+                                  ("proto", np.uint8, ROWS), ("flags", np.uint16, ROWS), ("action", np.uint8, ROWS),
+                                  ("id_lo", np.uint64, ROWS), ("id_hi", np.uint64, ROWS), ("lines", np.int64, 2 * ROWS),
+                                  ("slow", np.int64, SLOW_ROWS), ("spans", np.int64, 2 * SLOW_ROWS)):
+            self._add(name, buf(rows * np.dtype(dtype).itemsize), dtype)
+        for name, per_row in _STRING_BYTES:
+            self._add(f"{name}.off", buf((ROWS + 1) * 4), np.int32)
+            self._add(f"{name}.data", buf(ROWS * per_row), np.uint8)
+
+    def _add(self, name: str, buffer: pa.Buffer, dtype: type) -> None:
+        self.arrow[name] = buffer
+        self.np[name] = np.frombuffer(buffer, dtype)
+
+    def buffers(self) -> list[np.ndarray]:
+        a = self.np
+        return [a["ts"], a["src_port"], a["dst_port"], a["proto"], a["flags"], a["action"], a["id_lo"], a["id_hi"],
+                *(a[f"{name}.{part}"] for name, _ in _STRING_BYTES for part in ("off", "data")),
+                a["lines"], a["slow"], a["spans"]]
+
+    def string(self, name: str, n: int) -> pa.Array:
+        return pa.StringArray.from_buffers(n, self.arrow[f"{name}.off"], self.arrow[f"{name}.data"])
+
+    def fixed(self, name: str, typ: pa.DataType, n: int) -> pa.Array:
+        return pa.Array.from_buffers(typ, n, [None, self.arrow[name]])
+
+    def table(self, n: int, sensor: str) -> pa.Table:
+        """The first ``n`` events as a table of :func:`~stormwatch.events.ids.schema_with_ids`."""
+        schema = schema_with_ids()
+        ports = [pa.array(self.np[p][:n], pa.int32(), mask=self.np[p][:n] < 0) for p in ("src_port", "dst_port")]
+        cols: dict[str, Any] = {
+            "event": pa.repeat(EVENT, n), "ts": self.fixed("ts", pa.timestamp("us"), n),
+            "sensor": pa.repeat(sensor, n), "session": pa.nulls(n, pa.string()),
+            "src_ip": self.string("src_ip", n), "src_port": ports[0],
+            "dst_ip": self.string("dst_ip", n), "dst_port": ports[1],
+            "proto": pc.take(_PROTOS, self.np["proto"][:n]), "tcp_flags": pc.take(_FLAGS, self.np["flags"][:n]),
+            "action": pc.take(_ACTIONS, self.np["action"][:n]), "outcome": pa.nulls(n, pa.string()),
+            "count": pa.repeat(pa.scalar(1, pa.int64()), n), "schema_version": pa.repeat(pa.scalar(1, pa.int16()), n),
+            "data": self.string("data", n), "key": pa.nulls(n, pa.string()),
+            "id_lo": self.fixed("id_lo", pa.uint64(), n), "id_hi": self.fixed("id_hi", pa.uint64(), n),
+        }
+        return pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)
+
+
+def _blocks(src: Source) -> Iterator[tuple[memoryview, BaseException | None]]:
+    """Blocks of whole lines (views of a reused buffer, valid until the next block); the last
+    may end without a line end. A read error ends the stream with ``(whatever was read before
+    it, the error)``."""
+    gz = src.compression == "gzip"
+    buf = bytearray(BLOCK_BYTES)
+    size = 0  # bytes in buf: the carried-over part line, then what was read
+    with src.open() as f:
+        while True:
+            view = memoryview(buf)
+            error: BaseException | None = None
+            try:
+                while size < len(buf):
+                    if gz:
+                        piece = f.read1(min(PIECE_BYTES, len(buf) - size))  # type: ignore[attr-defined]
+                        got = len(piece)
+                        view[size:size + got] = piece
+                    else:
+                        got = f.readinto(view[size:])  # type: ignore[attr-defined]
+                    if not got:
+                        break
+                    size += got
+            except (OSError, EOFError) as exc:
+                error = exc
+            if size < len(buf) or error is not None:  # the end of the input
+                if size or error is not None:
+                    yield view[:size], error
+                return
+            cut = buf.rfind(b"\n") + 1
+            if cut == 0:  # no \n: a lone \r ends a line too, unless it may be half of \r\n
+                cut = buf.rfind(b"\r", 0, size - 1) + 1
+            if cut == 0:  # one line longer than the buffer: a bigger one (the last block may still be in use)
+                buf = buf + bytes(len(buf))
+                continue
+            yield view[:cut], None
+            view[:size - cut] = view[cut:size]
+            size -= cut
+
+
+def read_fast(src: Source, clock: Clock, parse_line: Callable[[str, Clock], tuple[int, dict[str, Any]] | None],
+              fmt: str) -> Iterator[Chunk]:
+    """The events of ``src`` (see the module doc); ``parse_line`` is the reference parser."""
+    assert _netfilter is not None
+    prefix = id_prefix(EVENT, src.sensor)
+    latest = None if clock.latest is None else to_micros(clock.latest)
+    occurrences = Occurrences()
+    slow = EventBatchBuilder(src.sensor)  # the reference parser's events; numbers repeats file-wide
+    base = 0  # lines before this scan call
+    for block, error in _blocks(src):
+        at = 0
+        while at < len(block):
+            out = _Outputs()
+            at, lines, read, other, n, nslow = _netfilter.scan(block, at, prefix, clock.year, latest, *out.buffers())
+            events = out.table(n, src.sensor)
+            repeats = occurrences.numbers(out.np["id_lo"][:n])
+            if repeats is not None:
+                events = _renumber(events, repeats, block, out.np["lines"], src.sensor)
+            chunk = Chunk(events, read=read, skipped=other)
+            spans = out.np["spans"][:2 * nslow].tolist()
+            for i, lineno in enumerate(out.np["slow"][:nslow].tolist()):
+                line = bytes(block[spans[2 * i]:spans[2 * i + 1]]).decode("utf-8", "backslashreplace")
+                try:
+                    got = parse_line(line, clock)
+                except RecordError as exc:
+                    chunk.rejects.append(Reject.make(src.path, base + lineno, str(exc), line, fmt))
+                    continue
+                if got is None:
+                    chunk.skipped += 1
+                else:
+                    slow.add(EVENT, got[0], line, **got[1])
+            if len(slow):
+                chunk.events = pa.concat_tables([events, slow.take()], promote_options="default")
+            base += lines
+            yield chunk
+        if error is not None:
+            raise InputError(f"{src.path}: unreadable after line {base}: {error}") from error
+
+
+def _renumber(events: pa.Table, n: np.ndarray, block: memoryview, lines: np.ndarray, sensor: str) -> pa.Table:
+    """The ids of repeated lines: the key of the n-th repeat of a line is ``line + "\\x00" + n``
+    (EventBatchBuilder's occurrence suffix), so it is kept and a re-read still adds nothing."""
+    lo = events.column("id_lo").to_numpy().copy()
+    hi = events.column("id_hi").to_numpy().copy()
+    for row in np.flatnonzero(n).tolist():
+        key = f"{bytes(block[lines[2 * row]:lines[2 * row + 1]]).decode()}\x00{n[row]}"
+        lo[row], hi[row] = split_id(event_id(EVENT, sensor, key))
+    for name, values in (("id_lo", lo), ("id_hi", hi)):
+        idx = events.schema.get_field_index(name)
+        events = events.set_column(idx, events.schema.field(idx), pa.array(values))
+    return events
+
+
+def usable_for(src: Source, clock: Clock) -> bool:
+    """False when most LOG lines at the head of ``src`` carry a ``<PRI>`` (RFC 5424 and
+    network syslog framings): the scanner leaves those to the reference parser, the SQL path
+    decides them itself and is then the faster one."""
+    if _netfilter is None:
+        return False
+    try:
+        head = src.head(1 << 20)
+    except InputError:  # damage at the very start: the fast path names it as well as any
+        return True
+    if len(head) == 1 << 20:  # whole lines only
+        head = head[:max(head.rfind(b"\n"), head.rfind(b"\r")) + 1]
+    out = _Outputs()
+    latest = None if clock.latest is None else to_micros(clock.latest)
+    *_, n, nslow = _netfilter.scan(head, 0, id_prefix(EVENT, src.sensor), clock.year, latest, *out.buffers())
+    starts = out.np["spans"][:2 * nslow:2].tolist()
+    framed = sum(1 for at in starts if head[at:at + 1] == b"<")
+    return framed <= int(n)
