@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -12,8 +13,10 @@ import pytest
 
 from stormwatch.errors import StoreError
 from stormwatch.events import EventBatchBuilder, Reject, arrow_schema
+from stormwatch.events.ids import ID_FIELDS, event_id, schema_with_ids, split_id
 from stormwatch.store import BatchWriter, Store, export_lake, list_events, list_rejects
 from stormwatch.store.migrations import MIGRATIONS
+from stormwatch.store.writer import ROW_GROUP_ROWS
 
 T0 = datetime(2006, 8, 12, 14, 0)
 
@@ -131,6 +134,60 @@ def test_batch_writer_groups_batches_and_reports_errors(store: Store) -> None:
     w2.put(bad)
     with pytest.raises(StoreError):
         w2.close()
+
+
+def _with_given_ids(table: pa.Table) -> pa.Table:
+    """``table`` as a reader that hashes its own ids hands it over: ids added, keys dropped."""
+    cols = (table.column(c).to_pylist() for c in ("event", "sensor", "key"))
+    ids = [split_id(event_id(e, s, k)) for e, s, k in zip(*cols, strict=True)]
+    table = table.set_column(table.schema.get_field_index("key"), "key", pa.nulls(table.num_rows, pa.string()))
+    table = table.append_column(ID_FIELDS[0], pa.array([lo for lo, _ in ids], pa.uint64()))
+    return table.append_column(ID_FIELDS[1], pa.array([hi for _, hi in ids], pa.uint64()))
+
+
+def test_reader_made_ids_are_the_stores_own(store: Store) -> None:
+    """Rows with ids handed over and rows hashed by the store are the same events: either way
+    round, the second write adds nothing; a batch mixing both forms works through the writer."""
+    plain = _batch([f"g{i}" for i in range(50)])
+    given = _with_given_ids(plain)
+    assert given.schema.equals(schema_with_ids())
+    assert store.write_events(given).inserted == 50
+    assert store.write_events(plain).inserted == 0
+    more = _batch([f"h{i}" for i in range(40)], start=T0 + timedelta(hours=1))
+    with BatchWriter(store) as w:
+        w.put(more.slice(0, 20))
+        w.put(_with_given_ids(more.slice(20)))
+        w.put(_with_given_ids(more))  # the same 40 again, all with ids
+    assert (w.result.inserted, w.result.duplicates) == (40, 40)
+    stored = store.query("SELECT count(*) AS n FROM events WHERE ts = $ts AND event_id = md5_number("
+                         "'fw.connection' || chr(0) || 's1' || chr(0) || 'h0')", {"ts": T0 + timedelta(hours=1)})
+    assert stored.column("n")[0].as_py() == 1
+
+
+def test_duplicate_ids_within_a_batch_are_stored_once(store: Store) -> None:
+    given = _with_given_ids(_batch(["same", "other"]))
+    twice = pa.concat_tables([given, given.slice(0, 1)])
+    assert store.write_events(twice).inserted == 2
+
+
+def test_batch_writer_writes_whole_row_groups(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Full batches go to DuckDB in multiples of its row group size, the rest with the next
+    batch or at the end."""
+    sizes: list[int] = []
+    write = store.write_events
+
+    def spy(batch: pa.Table) -> Any:
+        sizes.append(batch.num_rows)
+        return write(batch)
+
+    monkeypatch.setattr(store, "write_events", spy)
+    part = 100_000
+    base = _batch([f"r{i}" for i in range(part)])
+    with BatchWriter(store, batch_rows=2 * ROW_GROUP_ROWS) as w:
+        for k in range(3):
+            w.put(base.set_column(base.schema.get_field_index("sensor"), "sensor", pa.repeat(f"s{k}", part)))
+    assert sizes == [2 * ROW_GROUP_ROWS, 3 * part - 2 * ROW_GROUP_ROWS]
+    assert _count(store) == 3 * part
 
 
 def test_empty_batch_is_a_no_op(store: Store) -> None:

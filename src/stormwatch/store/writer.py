@@ -98,7 +98,7 @@ class BatchWriter:
                     continue
                 # a full batch: whole row groups now, the rest with the next batch
                 table = self._table(pending)
-                whole = rows - rows % ROW_GROUP_ROWS
+                whole = rows - rows % ROW_GROUP_ROWS if rows >= ROW_GROUP_ROWS else rows
                 self._write(table.slice(0, whole))
                 pending = [table.slice(whole)] if whole < rows else []
                 rows -= whole
