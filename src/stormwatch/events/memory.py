@@ -14,6 +14,10 @@ import functools
 
 import pyarrow as pa
 
+# Rows per chunk of a bulk reader: DuckDB's row group size. The store hands DuckDB chunks that
+# are whole row groups as they are and copies others into one (stormwatch.store.writer).
+BULK_ROWS = 122_880
+
 
 @functools.cache
 def bulk_pool() -> pa.MemoryPool:

@@ -690,9 +690,10 @@ static int printable(const char *p, size_t n) {
 }
 
 static const char *scan_doc =
-    "scan(block, start, prefix, year, latest, *outputs) -> (end, lines, read, other, events, slow)\n\n"
+    "scan(block, start, row0, prefix, year, latest, *outputs) -> (end, lines, read, other, rows, slow)\n\n"
     "Parse the lines of block[start:] (whole lines: block ends at a line end or the end of the input)\n"
-    "until the outputs are full; end is where the next call starts. prefix is\n"
+    "into the outputs from row row0 on, until they are full; end is where the next call starts and rows\n"
+    "the rows filled now (row0 included); slow lines are numbered from start. prefix is\n"
     "b'fw.connection\\0<sensor>\\0'; year the year of BSD dates; latest the epoch microseconds after\n"
     "which a BSD date is last year's, or None. outputs are writable buffers (see\n"
     "stormwatch.ingest.netfilter_fast): rows are limited by the ts buffer, slow lines by theirs.";
@@ -707,10 +708,10 @@ static const char *scan_doc =
  *  15 slow line numbers int64 (1-based from start), 16 slow (start, end) int64 pairs. */
 static PyObject *scan(PyObject *self, PyObject *args) {
     Py_buffer blk, pre;
-    Py_ssize_t start;
+    Py_ssize_t start, row0;
     int year;
     PyObject *latest_obj, *outs[N_OUT];
-    if (!PyArg_ParseTuple(args, "y*ny*iOOOOOOOOOOOOOOOOOO", &blk, &start, &pre, &year, &latest_obj, &outs[0],
+    if (!PyArg_ParseTuple(args, "y*nny*iOOOOOOOOOOOOOOOOOO", &blk, &start, &row0, &pre, &year, &latest_obj, &outs[0],
                           &outs[1], &outs[2], &outs[3], &outs[4], &outs[5], &outs[6], &outs[7], &outs[8], &outs[9],
                           &outs[10], &outs[11], &outs[12], &outs[13], &outs[14], &outs[15], &outs[16]))
         return NULL;
@@ -718,6 +719,10 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     ctx_t cx = {.clock = {year, 0, 0}, .nrule = -1};
     if (start < 0 || start > blk.len) {
         PyErr_SetString(PyExc_ValueError, "start outside the block");
+        goto fail;
+    }
+    if (row0 < 0) {
+        PyErr_SetString(PyExc_ValueError, "row0 below 0");
         goto fail;
     }
     if (latest_obj != Py_None) {
@@ -736,7 +741,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     if (bs.b[1].len / 4 < cap || bs.b[2].len / 4 < cap || bs.b[3].len < cap || bs.b[4].len / 2 < cap ||
         bs.b[5].len < cap || bs.b[6].len / 8 < cap || bs.b[7].len / 8 < cap || bs.b[8].len / 4 <= cap ||
         bs.b[10].len / 4 <= cap || bs.b[12].len / 4 <= cap || bs.b[14].len / 16 < cap || bs.b[16].len / 16 < cap_slow ||
-        cap < 1 || cap_src < 40 || cap_dst < 40 || cap_data < MAX_LINE + 200 || cap_slow < 1) {
+        row0 >= cap || cap_src < 40 || cap_dst < 40 || cap_data < MAX_LINE + 200 || cap_slow < 1) {
         PyErr_SetString(PyExc_ValueError, "output buffers of unequal or too small sizes");
         goto fail;
     }
@@ -748,14 +753,14 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     int32_t *off_src = bs.b[8].buf, *off_dst = bs.b[10].buf, *off_data = bs.b[12].buf;
     char *d_src = bs.b[9].buf, *d_dst = bs.b[11].buf, *d_data = bs.b[13].buf;
     int64_t *o_line = bs.b[14].buf, *o_slow = bs.b[15].buf, *o_span = bs.b[16].buf;
-    long long lines = 0, nread = 0, other = 0, ev = 0, slow = 0;
+    long long lines = 0, nread = 0, other = 0, ev = row0, slow = 0;
     const uint8_t *pfx = pre.buf;
     size_t npfx = (size_t)pre.len;
     Py_ssize_t pos = start;
     int lanes = md5_lanes;
 
     Py_BEGIN_ALLOW_THREADS
-    off_src[0] = off_dst[0] = off_data[0] = 0;
+    if (row0 == 0) off_src[0] = off_dst[0] = off_data[0] = 0;
     row_t r;
     const uint8_t *hm[16];
     size_t hl[16];

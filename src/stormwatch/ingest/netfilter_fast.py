@@ -25,10 +25,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from stormwatch.errors import InputError
-from stormwatch.events import EventBatchBuilder, Reject
+from stormwatch.events import EventBatchBuilder, Reject, arrow_schema
 from stormwatch.events.batch import to_micros
 from stormwatch.events.ids import event_id, id_prefix, schema_with_ids, split_id
-from stormwatch.events.memory import bulk_pool
+from stormwatch.events.memory import BULK_ROWS, bulk_pool
 from stormwatch.ingest.base import Chunk, RecordError, Source
 from stormwatch.ingest.normalize import FLAG_ORDER
 from stormwatch.ingest.syslog import Clock, Occurrences
@@ -42,7 +42,7 @@ except ImportError:  # built without a C compiler: the SQL path reads instead
 EVENT = "fw.connection"
 BLOCK_BYTES = 32 << 20  # text read per block
 PIECE_BYTES = 1 << 20  # per read of a gzip stream, so damage loses at most this much
-ROWS = 1 << 18  # events per scan call (one Chunk): more than a block holds
+ROWS = BULK_ROWS  # events per chunk
 SLOW_ROWS = 1 << 14  # lines for the reference parser per scan call
 _PROTOS = pa.array(["tcp", "udp", "icmp", "icmp6"])
 _ACTIONS = pa.array(["accept", "drop", "reject", "log"])
@@ -165,55 +165,87 @@ def _blocks(src: Source) -> Iterator[tuple[memoryview, BaseException | None]]:
 
 def read_fast(src: Source, clock: Clock, parse_line: Callable[[str, Clock], tuple[int, dict[str, Any]] | None],
               fmt: str) -> Iterator[Chunk]:
-    """The events of ``src`` (see the module doc); ``parse_line`` is the reference parser."""
+    """The events of ``src`` (see the module doc); ``parse_line`` is the reference parser.
+
+    Chunks hold :data:`~stormwatch.events.memory.BULK_ROWS` scanned events each (the outputs
+    fill across blocks), the last one the rest and the reference parser's events."""
     assert _netfilter is not None
-    prefix = id_prefix(EVENT, src.sensor)
-    latest = None if clock.latest is None else to_micros(clock.latest)
-    occurrences = Occurrences()
-    slow = EventBatchBuilder(src.sensor)  # the reference parser's events; numbers repeats file-wide
-    base = 0  # lines before this scan call
+    scan = _Scan(src, clock, parse_line, fmt)
     for block, error in _blocks(src):
         at = 0
         while at < len(block):
-            out = _Outputs()
-            at, lines, read, other, n, nslow = _netfilter.scan(block, at, prefix, clock.year, latest, *out.buffers())
-            events = out.table(n, src.sensor)
-            repeats = occurrences.numbers(out.np["id_lo"][:n])
-            if repeats is not None:
-                events = _renumber(events, repeats, block, out.np["lines"], src.sensor)
-            chunk = Chunk(events, read=read, skipped=other)
-            spans = out.np["spans"][:2 * nslow].tolist()
-            for i, lineno in enumerate(out.np["slow"][:nslow].tolist()):
-                line = bytes(block[spans[2 * i]:spans[2 * i + 1]]).decode("utf-8", "backslashreplace")
-                try:
-                    got = parse_line(line, clock)
-                except RecordError as exc:
-                    chunk.rejects.append(Reject.make(src.path, base + lineno, str(exc), line, fmt))
-                    continue
-                if got is None:
-                    chunk.skipped += 1
-                else:
-                    slow.add(EVENT, got[0], line, **got[1])
-            if len(slow):
-                chunk.events = pa.concat_tables([events, slow.take()], promote_options="default")
-            base += lines
-            yield chunk
+            end = scan.run(block, at)
+            if end == at or scan.filled == ROWS:  # the outputs are full
+                yield scan.take()
+            at = end
         if error is not None:
-            raise InputError(f"{src.path}: unreadable after line {base}: {error}") from error
+            yield scan.take(last=True)
+            raise InputError(f"{src.path}: unreadable after line {scan.base}: {error}") from error
+    yield scan.take(last=True)
 
 
-def _renumber(events: pa.Table, n: np.ndarray, block: memoryview, lines: np.ndarray, sensor: str) -> pa.Table:
-    """The ids of repeated lines: the key of the n-th repeat of a line is ``line + "\\x00" + n``
-    (EventBatchBuilder's occurrence suffix), so it is kept and a re-read still adds nothing."""
-    lo = events.column("id_lo").to_numpy().copy()
-    hi = events.column("id_hi").to_numpy().copy()
-    for row in np.flatnonzero(n).tolist():
-        key = f"{bytes(block[lines[2 * row]:lines[2 * row + 1]]).decode()}\x00{n[row]}"
+class _Scan:
+    """The state of one input's scan: outputs being filled, counts, rejects and the reference
+    parser's events since the last chunk, and the line number reached."""
+
+    def __init__(self, src: Source, clock: Clock,
+                 parse_line: Callable[[str, Clock], tuple[int, dict[str, Any]] | None], fmt: str) -> None:
+        self.src, self.clock, self.parse_line, self.fmt = src, clock, parse_line, fmt
+        self.prefix = id_prefix(EVENT, src.sensor)
+        self.latest = None if clock.latest is None else to_micros(clock.latest)
+        self.occurrences = Occurrences()
+        self.slow = EventBatchBuilder(src.sensor)  # numbers repeats file-wide
+        self.base = 0  # lines scanned so far
+        self.out, self.filled = _Outputs(), 0
+        self.chunk = Chunk(arrow_schema().empty_table())
+
+    def run(self, block: memoryview, at: int) -> int:
+        """Scan ``block`` from ``at`` into the outputs; returns where it stopped."""
+        assert _netfilter is not None
+        out, before = self.out, self.filled
+        end, lines, read, other, self.filled, nslow = _netfilter.scan(
+            block, at, before, self.prefix, self.clock.year, self.latest, *out.buffers())
+        repeats = self.occurrences.numbers(out.np["id_lo"][before:self.filled])
+        if repeats is not None:
+            _renumber(out, before, repeats, block, self.src.sensor)
+        self.chunk.read += read
+        self.chunk.skipped += other
+        spans = out.np["spans"][:2 * nslow].tolist()
+        for i, lineno in enumerate(out.np["slow"][:nslow].tolist()):
+            line = bytes(block[spans[2 * i]:spans[2 * i + 1]]).decode("utf-8", "backslashreplace")
+            try:
+                got = self.parse_line(line, self.clock)
+            except RecordError as exc:
+                self.chunk.rejects.append(Reject.make(self.src.path, self.base + lineno, str(exc), line, self.fmt))
+                continue
+            if got is None:
+                self.chunk.skipped += 1
+            else:
+                self.slow.add(EVENT, got[0], line, **got[1])
+        self.base += lines
+        return int(end)
+
+    def take(self, last: bool = False) -> Chunk:
+        """The chunk so far (on the ``last`` one, the reference parser's events too); the
+        outputs start again."""
+        chunk = self.chunk
+        chunk.events = self.out.table(self.filled, self.src.sensor)
+        if last and len(self.slow):
+            chunk.events = pa.concat_tables([chunk.events, self.slow.take()], promote_options="default")
+        self.out, self.filled = _Outputs(), 0
+        self.chunk = Chunk(arrow_schema().empty_table())
+        return chunk
+
+
+def _renumber(out: _Outputs, first: int, n: np.ndarray, block: memoryview, sensor: str) -> None:
+    """The ids of repeated lines among the rows from ``first`` on: the key of the n-th repeat of
+    a line is ``line + "\\x00" + n`` (EventBatchBuilder's occurrence suffix), so it is kept and a
+    re-read still adds nothing."""
+    lines, lo, hi = out.np["lines"], out.np["id_lo"], out.np["id_hi"]
+    for i in np.flatnonzero(n).tolist():
+        row = first + i
+        key = f"{bytes(block[lines[2 * row]:lines[2 * row + 1]]).decode()}\x00{n[i]}"
         lo[row], hi[row] = split_id(event_id(EVENT, sensor, key))
-    for name, values in (("id_lo", lo), ("id_hi", hi)):
-        idx = events.schema.get_field_index(name)
-        events = events.set_column(idx, events.schema.field(idx), pa.array(values))
-    return events
 
 
 def usable_for(src: Source, clock: Clock) -> bool:
@@ -230,7 +262,7 @@ def usable_for(src: Source, clock: Clock) -> bool:
         head = head[:max(head.rfind(b"\n"), head.rfind(b"\r")) + 1]
     out = _Outputs()
     latest = None if clock.latest is None else to_micros(clock.latest)
-    *_, n, nslow = _netfilter.scan(head, 0, id_prefix(EVENT, src.sensor), clock.year, latest, *out.buffers())
+    *_, n, nslow = _netfilter.scan(head, 0, 0, id_prefix(EVENT, src.sensor), clock.year, latest, *out.buffers())
     starts = out.np["spans"][:2 * nslow:2].tolist()
     framed = sum(1 for at in starts if head[at:at + 1] == b"<")
     return framed <= int(n)

@@ -16,7 +16,7 @@ from types import TracebackType
 import pyarrow as pa
 
 from stormwatch.errors import StoreError
-from stormwatch.events.memory import bulk_pool
+from stormwatch.events.memory import BULK_ROWS, bulk_pool
 from stormwatch.store.db import Store, WriteResult
 
 _STOP = object()
@@ -24,7 +24,7 @@ _STOP = object()
 # remainder is kept in memory and logged; so full batches are written in multiples of it and
 # the rest waits for the next batch (bench/README.md: 262,144-row writes cost 45 % more CPU per
 # row than 245,760-row ones).
-ROW_GROUP_ROWS = 122_880
+ROW_GROUP_ROWS = BULK_ROWS
 
 
 class BatchWriter:
@@ -94,9 +94,11 @@ class BatchWriter:
                     deadline = time.monotonic() + self.max_delay
                 pending.append(item)
                 rows += item.num_rows
-                if rows < self.batch_rows:
+                # a full batch, or whole row groups while nothing else waits (the writer would
+                # idle otherwise, as at the start of a big input): whole row groups now, the
+                # rest with the next batch
+                if rows < self.batch_rows and (rows < ROW_GROUP_ROWS or not self._queue.empty()):
                     continue
-                # a full batch: whole row groups now, the rest with the next batch
                 table = self._table(pending)
                 whole = rows - rows % ROW_GROUP_ROWS if rows >= ROW_GROUP_ROWS else rows
                 self._write(table.slice(0, whole))
@@ -114,10 +116,14 @@ class BatchWriter:
 
     @staticmethod
     def _table(pending: list[pa.Table]) -> pa.Table:
-        """The pending batches as one contiguous table (batches with and without reader-made
-        event ids go together, the missing ids null): DuckDB inserts it with less CPU than the
-        same rows in several chunks (bench/README.md)."""
+        """The pending batches as one table (batches with and without reader-made event ids go
+        together, the missing ids null). Chunks that are whole row groups go to DuckDB as they
+        are; other chunkings are copied into one chunk first, which DuckDB inserts with less CPU
+        (bench/README.md)."""
         table = pending[0] if len(pending) == 1 else pa.concat_tables(pending, promote_options="default")
+        sizes = [len(c) for c in table.column(0).chunks]
+        if all(n % ROW_GROUP_ROWS == 0 for n in sizes[:-1]):
+            return table
         return table.combine_chunks(memory_pool=bulk_pool())
 
     def _write(self, table: pa.Table) -> None:
