@@ -301,13 +301,18 @@ typedef struct {
     int year;
     int has_latest;
     int64_t latest; /* epoch micros */
+    char bsd[15];   /* the last BSD stamp decided and its time: consecutive lines share seconds */
+    int64_t bsd_ts;
 } clock_t_;
 
 /* The syslog header: sets *ts and returns the index where the message starts (after the host
  * name), or -1 when this path cannot decide (the reference parser then does). */
-static int header(const char *s, int n, const clock_t_ *ck, int64_t *ts) {
+static int header(const char *s, int n, clock_t_ *ck, int64_t *ts) {
     int i;
-    if (n > 16 && s[0] >= 'A' && s[0] <= 'Z') { /* BSD: "Nov 26 10:00:01 " */
+    if (n > 16 && s[15] == ' ' && memcmp(s, ck->bsd, 15) == 0) { /* the same BSD stamp as before */
+        *ts = ck->bsd_ts;
+        i = 16;
+    } else if (n > 16 && s[0] >= 'A' && s[0] <= 'Z') { /* BSD: "Nov 26 10:00:01 " */
         int mo = month_of(s);
         if (!mo || s[3] != ' ' || !(s[4] == ' ' || (s[4] >= '0' && s[4] <= '3')) || !is_digit(s[5]) ||
             s[6] != ' ' || s[9] != ':' || s[12] != ':' || s[15] != ' ')
@@ -319,6 +324,8 @@ static int header(const char *s, int n, const clock_t_ *ck, int64_t *ts) {
         if (t == INT64_MIN || (ck->has_latest && t > ck->latest)) t = civil_micros(ck->year - 1, mo, day, hh, mi, ss);
         if (t == INT64_MIN) return -1;
         *ts = t;
+        memcpy(ck->bsd, s, 15);
+        ck->bsd_ts = t;
         i = 16;
     } else if (n > 20 && is_digit(s[0]) && s[4] == '-') { /* ISO 8601 */
         int y = 0;
@@ -462,12 +469,30 @@ static const char *find_in(const char *s, int from, int n) {
     return NULL;
 }
 
+#define RULE_CACHE 8
+
 typedef struct {
     clock_t_ clock;
-    char rule[64]; /* the last rule prefix seen and its verdict: prefixes repeat */
-    int nrule;
-    uint8_t action;
+    /* the verdicts of the last rule prefixes seen (a log holds few prefixes), round robin */
+    char rule[RULE_CACHE][48];
+    int nrule[RULE_CACHE];
+    uint8_t action[RULE_CACHE];
+    int next;
 } ctx_t;
+
+static uint8_t cached_action(ctx_t *cx, const char *rule, int n) {
+    for (int i = 0; i < RULE_CACHE; i++)
+        if (cx->nrule[i] == n && memcmp(cx->rule[i], rule, (size_t)n) == 0) return cx->action[i];
+    uint8_t a = rule_action(rule, n);
+    if (n <= (int)sizeof cx->rule[0]) {
+        int i = cx->next;
+        cx->next = (i + 1) % RULE_CACHE;
+        memcpy(cx->rule[i], rule, (size_t)n);
+        cx->nrule[i] = n;
+        cx->action[i] = a;
+    }
+    return a;
+}
 
 /* Decide one non-blank line s[0:n] of printable ASCII: ST_OTHER (no "IN="), ST_SLOW, or
  * ST_EVENT with *r filled. */
@@ -605,16 +630,7 @@ static int parse_line(const char *s, int n, ctx_t *cx, row_t *r) {
         return ST_SLOW;
     }
 #undef T
-    if (r->nrule == cx->nrule && memcmp(r->rule, cx->rule, (size_t)r->nrule) == 0) {
-        r->action = cx->action;
-    } else {
-        r->action = rule_action(r->rule, r->nrule);
-        if (r->nrule <= (int)sizeof cx->rule) {
-            memcpy(cx->rule, r->rule, (size_t)r->nrule);
-            cx->nrule = r->nrule;
-            cx->action = r->action;
-        }
-    }
+    r->action = cached_action(cx, r->rule, r->nrule);
     return ST_EVENT;
 }
 
@@ -716,7 +732,8 @@ static PyObject *scan(PyObject *self, PyObject *args) {
                           &outs[10], &outs[11], &outs[12], &outs[13], &outs[14], &outs[15], &outs[16]))
         return NULL;
     bufs_t bs = {.nb = 0};
-    ctx_t cx = {.clock = {year, 0, 0}, .nrule = -1};
+    ctx_t cx = {.clock = {.year = year}, .next = 0}; /* the BSD cache starts empty (NUL bytes match no stamp) */
+    for (int i = 0; i < RULE_CACHE; i++) cx.nrule[i] = -1;
     if (start < 0 || start > blk.len) {
         PyErr_SetString(PyExc_ValueError, "start outside the block");
         goto fail;
