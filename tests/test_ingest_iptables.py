@@ -404,6 +404,32 @@ def test_compiled_path_across_blocks_and_full_buffers(tmp_path: Path, monkeypatc
         _equals_reference(_reader(True), _write(tmp_path / f"b{compress}.log", text, compress=compress))
 
 
+@pytest.mark.parametrize("seed", [6, 7, 8])
+def test_compiled_path_on_mutated_lines(tmp_path: Path, seed: int) -> None:
+    """Well-formed lines of every framing with one to three random edits each (a byte replaced,
+    dropped, doubled or a space inserted, anywhere): the scanner must accept exactly what the
+    reference parser makes of each, or hand the line over."""
+    r = random.Random(seed)
+    alphabet = " =:.[]<>-0123456789abcdefABCDEFINOUTSRCDSTPROLENTTLSYNACK\x00\x7f\xe9\t\""
+    good = [line for line in (_random_line(r) for _ in range(3000)) if "IN=" in line]
+    lines = []
+    for line in good:
+        for _ in range(r.randint(1, 3)):
+            at = r.randrange(len(line) + 1)
+            op = r.randrange(4)
+            if op == 0 and at < len(line):
+                line = line[:at] + r.choice(alphabet) + line[at + 1:]
+            elif op == 1:
+                line = line[:at] + line[at + 1:]
+            elif op == 2 and at < len(line):
+                line = line[:at] + line[at] + line[at:]
+            else:
+                line = line[:at] + " " + line[at:]
+        lines.append(line)
+    chunks = _equals_reference(_reader(True), _write(tmp_path / "m.log", lines + good))
+    assert sum(c.events.num_rows - c.events.column("id_lo").null_count for c in chunks) > len(good) // 3
+
+
 def test_compiled_ids_are_the_stores_md5(tmp_path: Path) -> None:
     """The same file through the compiled path and then the SQL path (whose ids the store
     hashes with md5_number) adds nothing the second time, and the reverse."""

@@ -305,10 +305,62 @@ typedef struct {
     int64_t bsd_ts;
 } clock_t_;
 
+/* An ISO 8601 stamp and its space at s[0:n] (rsyslog's file format, journalctl -o short-iso,
+ * RFC 5424's TIMESTAMP): sets *ts (UTC) and returns the index after the space, or -1. */
+static int iso_stamp(const char *s, int n, int64_t *ts) {
+    int i;
+    if (n <= 20 || s[4] != '-') return -1;
+    int y = 0;
+    for (int k = 0; k < 4; k++) {
+        if (!is_digit(s[k])) return -1;
+        y = y * 10 + (s[k] - '0');
+    }
+    if (s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':') return -1;
+    int mo = two(s + 5), d = two(s + 8), hh = two(s + 11), mi = two(s + 14), ss = two(s + 17);
+    if (mo < 0 || d < 0 || hh < 0 || mi < 0 || ss < 0) return -1;
+    int64_t t = civil_micros(y, mo, d, hh, mi, ss);
+    if (t == INT64_MIN) return -1;
+    i = 19;
+    if (i < n && s[i] == '.') {
+        int k = 0, us = 0;
+        i++;
+        while (i < n && is_digit(s[i]) && k < 6) { us = us * 10 + (s[i] - '0'); i++; k++; }
+        if (k == 0 || (i < n && is_digit(s[i]))) return -1;
+        while (k < 6) { us *= 10; k++; }
+        t += us;
+    }
+    if (i < n && s[i] == 'Z') {
+        i++;
+    } else if (i < n && (s[i] == '+' || s[i] == '-')) {
+        int sign = s[i] == '-' ? -1 : 1;
+        if (i + 5 >= n) return -1;
+        int oh = two(s + i + 1), om;
+        if (s[i + 3] == ':') { om = two(s + i + 4); i += 6; }
+        else { om = two(s + i + 3); i += 5; }
+        if (oh < 0 || om < 0 || oh > 23 || om > 59) return -1;
+        t -= sign * ((int64_t)oh * 3600 + om * 60) * 1000000LL;
+    }
+    if (i >= n || s[i] != ' ' || t < 0 || t >= MAX_MICROS) return -1;
+    *ts = t;
+    return i + 1;
+}
+
+/* The host name at s[i:]: up to the next space, not empty, no '='; the index after its space or -1. */
+static int host_end(const char *s, int i, int n) {
+    int h = i;
+    while (h < n && s[h] != ' ') {
+        if (s[h] == '=') return -1;
+        h++;
+    }
+    if (h == i || h >= n) return -1;
+    return h + 1;
+}
+
 /* The syslog header: sets *ts and returns the index where the message starts (after the host
  * name), or -1 when this path cannot decide (the reference parser then does). */
-static int header(const char *s, int n, clock_t_ *ck, int64_t *ts) {
+static int header(const char *s, int n, clock_t_ *ck, int64_t *ts, int *tagged) {
     int i;
+    *tagged = 1;
     if (n > 16 && s[15] == ' ' && memcmp(s, ck->bsd, 15) == 0) { /* the same BSD stamp as before */
         *ts = ck->bsd_ts;
         i = 16;
@@ -328,39 +380,18 @@ static int header(const char *s, int n, clock_t_ *ck, int64_t *ts) {
         ck->bsd_ts = t;
         i = 16;
     } else if (n > 20 && is_digit(s[0]) && s[4] == '-') { /* ISO 8601 */
-        int y = 0;
-        for (int k = 0; k < 4; k++) {
-            if (!is_digit(s[k])) return -1;
-            y = y * 10 + (s[k] - '0');
-        }
-        if (s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':') return -1;
-        int mo = two(s + 5), d = two(s + 8), hh = two(s + 11), mi = two(s + 14), ss = two(s + 17);
-        if (mo < 0 || d < 0 || hh < 0 || mi < 0 || ss < 0) return -1;
-        int64_t t = civil_micros(y, mo, d, hh, mi, ss);
-        if (t == INT64_MIN) return -1;
-        i = 19;
-        if (i < n && s[i] == '.') {
-            int k = 0, us = 0;
-            i++;
-            while (i < n && is_digit(s[i]) && k < 6) { us = us * 10 + (s[i] - '0'); i++; k++; }
-            if (k == 0 || (i < n && is_digit(s[i]))) return -1;
-            while (k < 6) { us *= 10; k++; }
-            t += us;
-        }
-        if (i < n && s[i] == 'Z') {
-            i++;
-        } else if (i < n && (s[i] == '+' || s[i] == '-')) {
-            int sign = s[i] == '-' ? -1 : 1;
-            if (i + 5 >= n) return -1;
-            int oh = two(s + i + 1), om;
-            if (s[i + 3] == ':') { om = two(s + i + 4); i += 6; }
-            else { om = two(s + i + 3); i += 5; }
-            if (oh < 0 || om < 0 || oh > 23 || om > 59) return -1;
-            t -= sign * ((int64_t)oh * 3600 + om * 60) * 1000000LL;
-        }
-        if (i >= n || s[i] != ' ' || t < 0 || t >= MAX_MICROS) return -1;
-        *ts = t;
-        i++;
+        i = iso_stamp(s, n, ts);
+        if (i < 0) return -1;
+    } else if (s[0] == '<') { /* RFC 5424: <PRI>1 TIMESTAMP HOST kernel - - - MSG */
+        int k = 1;
+        while (k < 4 && k < n && is_digit(s[k])) k++;
+        if (k == 1 || k + 3 >= n || s[k] != '>' || s[k + 1] != '1' || s[k + 2] != ' ') return -1;
+        int e = iso_stamp(s + k + 3, n - k - 3, ts);
+        if (e < 0) return -1;
+        int h = host_end(s, k + 3 + e, n);
+        if (h < 0 || h + 13 > n || memcmp(s + h, "kernel - - - ", 13) != 0) return -1;
+        *tagged = 0; /* the message may start with the kernel: tag, need not */
+        return h + 13;
     } else if (n > 11 && is_digit(s[0])) { /* epoch seconds: "1764151201[.123456] " */
         int k = 0;
         while (k < n && is_digit(s[k])) k++;
@@ -383,14 +414,7 @@ static int header(const char *s, int n, clock_t_ *ck, int64_t *ts) {
     } else {
         return -1;
     }
-    /* the host name: up to the next space, not empty, no '=' */
-    int h = i;
-    while (h < n && s[h] != ' ') {
-        if (s[h] == '=') return -1;
-        h++;
-    }
-    if (h == i || h >= n) return -1;
-    return h + 1;
+    return host_end(s, i, n);
 }
 
 /* ---- one line ------------------------------------------------------------------------------ */
@@ -497,14 +521,19 @@ static uint8_t cached_action(ctx_t *cx, const char *rule, int n) {
 /* Decide one non-blank line s[0:n] of printable ASCII: ST_OTHER (no "IN="), ST_SLOW, or
  * ST_EVENT with *r filled. */
 static int parse_line(const char *s, int n, ctx_t *cx, row_t *r) {
-    int msg = header(s, n, &cx->clock, &r->ts);
+    int tagged;
+    int msg = header(s, n, &cx->clock, &r->ts, &tagged);
     if (msg < 0) return memmem(s, (size_t)n, "IN=", 3) ? ST_SLOW : ST_OTHER;
     /* a header that parses holds no '=', so the line's first "IN=" is in the message */
     const char *in = find_in(s, msg, n);
     if (!in) return ST_OTHER;
-    if (msg + 7 > n || memcmp(s + msg, "kernel:", 7) != 0) return ST_SLOW;
-    int i = msg + 7;
-    if (i < n && s[i] == ' ') i++;
+    int i = msg;
+    if (msg + 7 <= n && memcmp(s + msg, "kernel:", 7) == 0) {
+        i += 7;
+        if (i < n && s[i] == ' ') i++;
+    } else if (tagged) {
+        return ST_SLOW; /* a BSD, ISO or epoch line without the tag: not the kernel's, maybe */
+    }
     if (i < n && s[i] == '[') { /* the uptime stamp, if it is one: [ {0,9}\d{1,12}\.\d{1,9}\] ?  */
         int j = i + 1, sp = 0, d1 = 0, d2 = 0;
         while (j < n && s[j] == ' ' && sp < 9) { j++; sp++; }
