@@ -685,36 +685,36 @@ static int put_num(char *o, long v) {
 
 #define LIT(o, s) (memcpy((o), (s), sizeof(s) - 1), (int)(sizeof(s) - 1))
 
+/* ,"key":value (a number) or ,"key":"text" (JSON-safe text, checked by the parser) at o. */
+static int put_field(char *o, const char *key, long num, const char *text, int ntext) {
+    int w = 0;
+    o[w++] = ',';
+    o[w++] = '"';
+    size_t nk = strlen(key);
+    memcpy(o + w, key, nk);
+    w += (int)nk;
+    o[w++] = '"';
+    o[w++] = ':';
+    if (!text) return w + put_num(o + w, num);
+    o[w++] = '"';
+    memcpy(o + w, text, (size_t)ntext);
+    w += ntext;
+    o[w++] = '"';
+    return w;
+}
+
+/* The data JSON as EventBatchBuilder writes it: keys sorted, no nulls, no spaces. */
 static int put_json(char *o, const row_t *r) {
     int w = LIT(o, "{\"format\":\"iptables\"");
     if (r->proto == P_ICMP || r->proto == P_ICMP6) {
-        w += LIT(o + w, ",\"icmp_code\":");
-        w += put_num(o + w, r->icode);
-        w += LIT(o + w, ",\"icmp_type\":");
-        w += put_num(o + w, r->itype);
+        w += put_field(o + w, "icmp_code", r->icode, NULL, 0);
+        w += put_field(o + w, "icmp_type", r->itype, NULL, 0);
     }
-    if (r->nifin) {
-        w += LIT(o + w, ",\"in_iface\":\"");
-        memcpy(o + w, r->ifin, (size_t)r->nifin);
-        w += r->nifin;
-        o[w++] = '"';
-    }
-    w += LIT(o + w, ",\"length\":");
-    w += put_num(o + w, r->len);
-    if (r->nifout) {
-        w += LIT(o + w, ",\"out_iface\":\"");
-        memcpy(o + w, r->ifout, (size_t)r->nifout);
-        w += r->nifout;
-        o[w++] = '"';
-    }
-    if (r->nrule) {
-        w += LIT(o + w, ",\"rule\":\"");
-        memcpy(o + w, r->rule, (size_t)r->nrule);
-        w += r->nrule;
-        o[w++] = '"';
-    }
-    w += LIT(o + w, ",\"ttl\":");
-    w += put_num(o + w, r->ttl);
+    if (r->nifin) w += put_field(o + w, "in_iface", 0, r->ifin, r->nifin);
+    w += put_field(o + w, "length", r->len, NULL, 0);
+    if (r->nifout) w += put_field(o + w, "out_iface", 0, r->ifout, r->nifout);
+    if (r->nrule) w += put_field(o + w, "rule", 0, r->rule, r->nrule);
+    w += put_field(o + w, "ttl", r->ttl, NULL, 0);
     o[w++] = '}';
     return w;
 }
