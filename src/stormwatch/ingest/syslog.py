@@ -281,6 +281,9 @@ class Occurrences:
         ordered = np.sort(hashes)
         starts = np.ones(len(ordered), bool)
         starts[1:] = ordered[1:] != ordered[:-1]
+        if starts.all() and not _meet(self._keys, ordered):  # the common case, found by sorting
+            self._keys, self._totals = ordered, np.ones(len(ordered), np.int64)
+            return None
         firsts = np.flatnonzero(starts)
         distinct = ordered[firsts]
         base = np.zeros(len(distinct), np.int64)
@@ -299,6 +302,15 @@ class Occurrences:
         n: np.ndarray = np.empty_like(n_sorted)
         n[order] = n_sorted
         return n
+
+
+def _meet(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when the sorted arrays of distinct values ``a`` and ``b`` share one (one sort of
+    both, cheaper than a binary search of each)."""
+    if len(a) == 0 or a[-1] < b[0] or b[-1] < a[0]:
+        return False
+    both = np.sort(np.concatenate([a, b]))
+    return bool((both[1:] == both[:-1]).any())
 
 
 def suffixed(table: pa.Table, n: np.ndarray) -> pa.Table:
