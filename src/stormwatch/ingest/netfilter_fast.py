@@ -1,13 +1,16 @@
-"""The iptables reader's compiled fast path: blocks of syslog text → event tables with ids.
+"""The iptables reader's compiled fast path: syslog text → event tables with their ids.
 
 :func:`read_fast` reads the input in blocks of whole lines and hands each to the C scanner
 (``_netfilter.scan``, built from ``_netfilter.c`` at install; the GIL is released while it runs,
-so the store's writer thread inserts the block before while the next one is parsed). The scanner
-decides every line it can with certainty — the kernel's own layout after a BSD, ISO 8601 or epoch
-syslog header and the ``kernel:`` tag — writing the event columns, the line as key and the event
-id (:mod:`stormwatch.events.ids`); every other line containing ``IN=`` comes back by number for
-the reference parser (:func:`stormwatch.ingest.iptables.parse_syslog_line`), so both paths give
-the same events. Line numbers of rejects come straight from the scan: no second pass.
+so the store's writer thread inserts the chunk before while the next one is parsed). The scanner
+decides every line it can with certainty — the kernel's own layout after a BSD, ISO 8601, epoch
+or RFC 5424 syslog header — writing the event columns and the event id
+(:mod:`stormwatch.events.ids`; the ``key`` column stays empty); every other line containing
+``IN=`` comes back by number for the reference parser
+(:func:`stormwatch.ingest.iptables.parse_syslog_line`), so both paths give the same events. Line
+numbers of rejects come straight from the scan: no second pass. Chunks are whole DuckDB row
+groups (:data:`~stormwatch.events.memory.BULK_ROWS` events), which the store's writer hands over
+without copying.
 
 When the extension is missing (no C compiler at install), :func:`available` is False and the
 reader uses its DuckDB SQL path instead.
@@ -249,9 +252,9 @@ def _renumber(out: _Outputs, first: int, n: np.ndarray, block: memoryview, senso
 
 
 def usable_for(src: Source, clock: Clock) -> bool:
-    """False when most LOG lines at the head of ``src`` carry a ``<PRI>`` (RFC 5424 and
-    network syslog framings): the scanner leaves those to the reference parser, the SQL path
-    decides them itself and is then the faster one."""
+    """False when most LOG lines at the head of ``src`` carry a ``<PRI>`` framing the scanner
+    leaves to the reference parser (network syslog's ``<4>Nov 26 ...``, RFC 5424 with
+    structured data or another APP-NAME): the SQL path decides more of those itself."""
     if _netfilter is None:
         return False
     try:
