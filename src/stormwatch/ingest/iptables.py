@@ -20,11 +20,11 @@ the same log line twice) gets EventBatchBuilder's occurrence suffix.
 Two readers:
 
 - :class:`IptablesReader` (``iptables``): syslog files, vectorised. The compiled scanner
-  (:mod:`stormwatch.ingest.netfilter_fast`) reads files with BSD, ISO 8601 or epoch headers;
-  otherwise (RFC 5424 files, or no C compiler at install) DuckDB reads the file and extracts the
-  fields in SQL (:func:`build_query`). Either way every line the fast path cannot decide with
-  certainty (another framing, a malformed packet part, non-ASCII text) goes to
-  :func:`parse_syslog_line`, the per-line reference parser, so all give the same events.
+  (:mod:`stormwatch.ingest.netfilter_fast`) reads them; without it (no C compiler at install)
+  DuckDB reads the file and extracts the fields in SQL (:func:`build_query`). Either way every
+  line the fast path cannot decide with certainty (another framing, a malformed packet part,
+  non-ASCII text) goes to :func:`parse_syslog_line`, the per-line reference parser, so all give
+  the same events.
 - :class:`IptablesJournalReader` (``iptables-journal``): ``journalctl -o export`` output.
 """
 
@@ -325,7 +325,7 @@ class IptablesReader(Reader):
 
     def read(self, src: Source) -> Iterator[Chunk]:
         clock = Clock.for_source(src)
-        if self.use_compiled and netfilter_fast.usable_for(src, clock):
+        if self.use_compiled and netfilter_fast.available():
             yield from netfilter_fast.read_fast(src, clock, parse_syslog_line, FORMAT)
             return
         # An in-memory DuckDB as a compute engine; nothing is stored, no extension is loaded.

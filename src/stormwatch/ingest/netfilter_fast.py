@@ -249,23 +249,3 @@ def _renumber(out: _Outputs, first: int, n: np.ndarray, block: memoryview, senso
         row = first + i
         key = f"{bytes(block[lines[2 * row]:lines[2 * row + 1]]).decode()}\x00{n[i]}"
         lo[row], hi[row] = split_id(event_id(EVENT, sensor, key))
-
-
-def usable_for(src: Source, clock: Clock) -> bool:
-    """False when most LOG lines at the head of ``src`` carry a ``<PRI>`` framing the scanner
-    leaves to the reference parser (network syslog's ``<4>Nov 26 ...``, RFC 5424 with
-    structured data or another APP-NAME): the SQL path decides more of those itself."""
-    if _netfilter is None:
-        return False
-    try:
-        head = src.head(1 << 20)
-    except InputError:  # damage at the very start: the fast path names it as well as any
-        return True
-    if len(head) == 1 << 20:  # whole lines only
-        head = head[:max(head.rfind(b"\n"), head.rfind(b"\r")) + 1]
-    out = _Outputs()
-    latest = None if clock.latest is None else to_micros(clock.latest)
-    *_, n, nslow = _netfilter.scan(head, 0, 0, id_prefix(EVENT, src.sensor), clock.year, latest, *out.buffers())
-    starts = out.np["spans"][:2 * nslow:2].tolist()
-    framed = sum(1 for at in starts if head[at:at + 1] == b"<")
-    return framed <= int(n)
