@@ -16,7 +16,7 @@ $(VENV)/bin/python:
 
 # The compiled iptables scanner (setup.py) is optional for users (no C compiler: the SQL path
 # reads instead) but required for the tests, which check it was built from the current source.
-NATIVE := setup.py src/stormwatch/ingest/_netfilter.c src/stormwatch/ingest/_md5x.h
+NATIVE := setup.py $(wildcard src/stormwatch/ingest/_*.c src/stormwatch/ingest/_*.h)
 
 $(RUN_STAMP): pyproject.toml $(NATIVE) | $(VENV)/bin/python
 	$(BIN)/pip install -q -e .

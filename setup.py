@@ -11,7 +11,8 @@ setup(
         Extension(
             "stormwatch.ingest._netfilter",
             sources=["src/stormwatch/ingest/_netfilter.c"],
-            depends=["src/stormwatch/ingest/_md5x.h"],
+            depends=["src/stormwatch/ingest/_md5.h", "src/stormwatch/ingest/_md5x.h",
+                     "src/stormwatch/ingest/_syslog_time.h"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             optional=True,
         )
