@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import json
 import random
+import shutil
 import struct
+import subprocess
+import sysconfig
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -452,6 +456,29 @@ def test_multi_lane_md5_equals_hashlib() -> None:
     assert netfilter_fast.md5_lanes() in lanes
     for n in lanes:
         assert netfilter_fast.md5_list(prefix, messages, n) == want, n
+
+
+def test_generic_build_without_simd(tmp_path: Path) -> None:
+    """Built as for a CPU other than x86 (-DMD5X_NO_SIMD), the scanner hashes one line at a time
+    and gives the same ids."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("no gcc: the generic build cannot be made here")
+    src = Path(netfilter_fast.__file__).with_name("_netfilter.c")
+    out = tmp_path / f"_netfilter{sysconfig.get_config_var('EXT_SUFFIX')}"
+    include = f"-I{sysconfig.get_paths()['include']}"
+    subprocess.run([gcc, "-shared", "-fPIC", "-O2", "-std=c11", "-DMD5X_NO_SIMD", include, str(src), "-o", str(out)],
+                   check=True)
+    spec = importlib.util.spec_from_file_location("_netfilter", out)
+    assert spec is not None and spec.loader is not None
+    generic = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generic)
+    assert generic.md5_lanes() == 1
+    r = random.Random(3)
+    messages = [bytes(r.randrange(256) for _ in range(r.randrange(700))) for _ in range(100)]
+    prefix = b"fw.connection\0s1\0"
+    fast = netfilter_fast.md5_list(prefix, messages, netfilter_fast.md5_lanes())
+    assert generic.md5_list(prefix, messages, 1) == fast
 
 
 def _cpu_has(lanes: int) -> bool:

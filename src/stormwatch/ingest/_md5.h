@@ -94,6 +94,8 @@ static void md5_two(const uint8_t *pre, size_t npre, const uint8_t *msg, size_t 
 
 /* Multi-buffer MD5 for 8 lanes (AVX2) and 16 lanes (AVX-512), chosen at import by the CPU. */
 #define MD5X_BLOCKS 8
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(MD5X_NO_SIMD) /* -DMD5X_NO_SIMD: the generic build */
+#define MD5X_SIMD 1 /* other CPUs hash one line at a time */
 #define MD5X_NAME md5_x8
 #define MD5X_LANES 8
 #define MD5X_TARGET "avx2"
@@ -108,12 +110,24 @@ static void md5_two(const uint8_t *pre, size_t npre, const uint8_t *msg, size_t 
 #undef MD5X_NAME
 #undef MD5X_LANES
 #undef MD5X_TARGET
+#endif
+
+/* The lanes this CPU supports: 16 (AVX-512), 8 (AVX2) or 1. */
+static int md5_cpu_lanes(void) {
+#ifdef MD5X_SIMD
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") ? 16 : __builtin_cpu_supports("avx2") ? 8 : 1;
+#else
+    return 1;
+#endif
+}
 
 static int md5_lanes = 1; /* 16, 8 or 1 (scalar) */
 
 /* Hash n <= 16 messages prefix + msg[i] into lo[i], hi[i] with `lanes` lanes. */
 static void md5_many(int lanes, const uint8_t *pfx, size_t npfx, const uint8_t *const *msg, const size_t *len,
                      int n, uint64_t *lo, uint64_t *hi) {
+#ifdef MD5X_SIMD
     const uint8_t *vm[16];
     size_t vl[16];
     int vi[16], nv = 0;
@@ -126,7 +140,6 @@ static void md5_many(int lanes, const uint8_t *pfx, size_t npfx, const uint8_t *
             md5_two(pfx, npfx, msg[i], len[i], &lo[i], &hi[i]);
         }
     }
-    if (!nv) return;
     uint64_t l2[16], h2[16];
     for (int at = 0; at < nv; at += lanes) {
         int k = nv - at < lanes ? nv - at : lanes;
@@ -137,4 +150,8 @@ static void md5_many(int lanes, const uint8_t *pfx, size_t npfx, const uint8_t *
         lo[vi[j]] = l2[j];
         hi[vi[j]] = h2[j];
     }
+#else
+    (void)lanes;
+    for (int i = 0; i < n; i++) md5_two(pfx, npfx, msg[i], len[i], &lo[i], &hi[i]);
+#endif
 }

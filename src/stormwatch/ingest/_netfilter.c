@@ -604,8 +604,7 @@ static PyObject *md5_list(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*Oi", &pre, &seq, &lanes)) return NULL;
     PyObject *out = NULL, *fast = PySequence_Fast(seq, "messages must be a sequence of bytes");
     if (!fast) goto done;
-    if (!(lanes == 1 || (lanes == 8 && __builtin_cpu_supports("avx2")) ||
-          (lanes == 16 && __builtin_cpu_supports("avx512f")))) {
+    if (!(lanes == 1 || (lanes == 8 && md5_cpu_lanes() >= 8) || (lanes == 16 && md5_cpu_lanes() == 16))) {
         PyErr_Format(PyExc_ValueError, "%d lanes: not available on this CPU", lanes);
         goto done;
     }
@@ -667,8 +666,7 @@ PyMODINIT_FUNC PyInit__netfilter(void) {
         return NULL;
     }
     md5_init_table();
-    __builtin_cpu_init();
-    md5_lanes = __builtin_cpu_supports("avx512f") ? 16 : __builtin_cpu_supports("avx2") ? 8 : 1;
+    md5_lanes = md5_cpu_lanes();
     methods[0].ml_doc = scan_doc;
     return PyModule_Create(&module);
 }
