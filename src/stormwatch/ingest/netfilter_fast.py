@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from stormwatch.errors import InputError
-from stormwatch.events import EventBatchBuilder, Reject, arrow_schema
+from stormwatch.events import EventBatchBuilder, Reject, arrow_schema, event_type
 from stormwatch.events.batch import to_micros
 from stormwatch.events.ids import event_id, id_prefix, schema_with_ids, split_id
 from stormwatch.events.memory import BULK_ROWS, bulk_pool
@@ -43,6 +43,7 @@ except ImportError:  # built without a C compiler: the SQL path reads instead
     _netfilter = None
 
 EVENT = "fw.connection"
+VERSION = event_type(EVENT).version
 BLOCK_BYTES = 32 << 20  # text read per block
 PIECE_BYTES = 1 << 20  # per read of a gzip stream, so damage loses at most this much
 ROWS = BULK_ROWS  # events per chunk
@@ -75,8 +76,9 @@ def md5_list(prefix: bytes, messages: list[bytes], lanes: int) -> list[tuple[int
 
 
 class _Outputs:
-    """The scanner's writable buffers for one call, from the bulk pool (which hands freed memory
-    out again rather than fresh pages); the table built from them shares them."""
+    """The scanner's writable buffers for one chunk (filled by one or more scan calls), from the
+    bulk pool (which hands freed memory out again rather than fresh pages); the table built from
+    them shares them."""
 
     def __init__(self) -> None:
         def buf(size: int) -> pa.Buffer:
@@ -120,7 +122,8 @@ class _Outputs:
             "dst_ip": self.string("dst_ip", n), "dst_port": ports[1],
             "proto": pc.take(_PROTOS, self.np["proto"][:n]), "tcp_flags": pc.take(_FLAGS, self.np["flags"][:n]),
             "action": pc.take(_ACTIONS, self.np["action"][:n]), "outcome": pa.nulls(n, pa.string()),
-            "count": pa.repeat(pa.scalar(1, pa.int64()), n), "schema_version": pa.repeat(pa.scalar(1, pa.int16()), n),
+            "count": pa.repeat(pa.scalar(1, pa.int64()), n),
+            "schema_version": pa.repeat(pa.scalar(VERSION, pa.int16()), n),
             "data": self.string("data", n), "key": pa.nulls(n, pa.string()),
             "id_lo": self.fixed("id_lo", pa.uint64(), n), "id_hi": self.fixed("id_hi", pa.uint64(), n),
         }
