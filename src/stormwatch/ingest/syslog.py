@@ -259,8 +259,9 @@ class Occurrences:
     """EventBatchBuilder's occurrence suffix for column-wise readers.
 
     The n-th repeat of an identical line gets ``key + "\\x00" + n``, so it is kept and a re-read
-    still adds nothing. Repeats are found by DuckDB's 64-bit ``hash`` of the line within a batch
-    and against the batch before; identical lines further apart (a log concatenated to itself)
+    still adds nothing. Repeats are found by a 64-bit hash of the line (DuckDB's ``hash`` on the
+    SQL path, the low half of the MD5 id on the compiled one) within a batch and against the
+    batch before; identical lines further apart (a log concatenated to itself)
     are left to the store's de-duplication. Identical syslog lines carry the same second, so
     they sit next to each other in a time-ordered log."""
 
@@ -293,8 +294,6 @@ class Occurrences:
             base[hit] = self._totals[at[hit]]
         self._keys = distinct
         self._totals = base + np.diff(np.append(firsts, len(ordered)))
-        if len(firsts) == len(ordered) and not base.any():
-            return None  # the common case: no line repeated
         # Number each row within its group of equal hashes, in file order (a stable sort).
         order = np.argsort(hashes, kind="stable")
         group = np.cumsum(starts) - 1

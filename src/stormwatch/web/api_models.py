@@ -282,11 +282,9 @@ class SourceDetailOut(BaseModel):
 
 # -- exploits, campaigns, advisories -------------------------------------------------------------
 
-class ExploitOut(BaseModel):
+class ActivityOut(BaseModel):
     vuln: str
     cve: str | None
-    name: str | None = Field(description="the knowledge base's name (None: not in the knowledge base)")
-    severity: str | None
     attempts: int
     probes: int
     sources: int
@@ -296,6 +294,11 @@ class ExploitOut(BaseModel):
     last_seen: Utc
     first_seen_ever: Utc
     probe_sources: int
+
+
+class ExploitOut(ActivityOut):
+    name: str | None = Field(description="the knowledge base's name (None: not in the knowledge base)")
+    severity: str | None
 
 
 class ExploitsOut(BaseModel):
@@ -408,20 +411,6 @@ class ExploitDayOut(BaseModel):
     probes: int
     sources: int
     sensors: int
-
-
-class ActivityOut(BaseModel):
-    vuln: str
-    cve: str | None
-    attempts: int
-    probes: int
-    sources: int
-    sensors: int
-    sessions: int
-    first_seen: Utc
-    last_seen: Utc
-    first_seen_ever: Utc
-    probe_sources: int
 
 
 class AdvisoryCampaignOut(BaseModel):
