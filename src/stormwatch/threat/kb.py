@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from stormwatch.errors import DataFileError
+
+T = TypeVar("T")
 
 BUILTIN = "stormwatch:threat/data/vulns.toml"
 
@@ -242,16 +244,23 @@ def parse_document(doc: Mapping[str, Any], source: str) -> list[Vuln]:
     extra = sorted(set(doc) - {"vuln"})
     if extra:
         raise KBError(source, None, extra[0], "unknown top-level key (entries are [[vuln]] tables)")
-    raw = doc.get("vuln")
+    return parse_entries(doc.get("vuln"), "vuln", source, parse_entry, lambda v: (v.id, "id"), KBError)
+
+
+def parse_entries(raw: Any, table: str, source: str, parse: Callable[[Any, str, int], T],
+                  ident: Callable[[T], tuple[str, str]], error: type[DataFileError]) -> list[T]:
+    """The ``[[table]]`` entries of a parsed TOML file, each parsed with ``parse``; none at all,
+    or one name (``ident``: the name and the field that holds it) given twice, is an ``error``."""
     if not isinstance(raw, list) or not raw:
-        raise KBError(source, None, "vuln", "no [[vuln]] entries")
-    vulns = [parse_entry(r, source, i) for i, r in enumerate(raw)]
+        raise error(source, None, table, f"no [[{table}]] entries")
+    items = [parse(r, source, i) for i, r in enumerate(raw)]
     seen: set[str] = set()
-    for v in vulns:
-        if v.id in seen:
-            raise KBError(source, v.id, "id", "appears twice in this file")
-        seen.add(v.id)
-    return vulns
+    for item in items:
+        name, field = ident(item)
+        if name in seen:
+            raise error(source, name, field, "appears twice in this file")
+        seen.add(name)
+    return items
 
 
 def parse_text(text: str, source: str) -> list[Vuln]:

@@ -38,7 +38,7 @@ from typing import Any, Literal
 from stormwatch.analytics.exploits import ExploitActivity
 from stormwatch.analytics.signals import Outbreak, Scanner, Surge
 from stormwatch.errors import DataFileError
-from stormwatch.threat.kb import SEVERITIES, KnowledgeBase
+from stormwatch.threat.kb import SEVERITIES, KnowledgeBase, parse_entries
 
 BUILTIN = "stormwatch:threat/data/level_rules.toml"
 RULES_ENV = "STORMWATCH_RULES"
@@ -288,15 +288,7 @@ def parse_document(doc: Mapping[str, Any], source: str) -> RuleSet:
                     lambda d: RulesError(source, None, "level.window_hours", d))
     if window <= 0:
         raise RulesError(source, None, "level.window_hours", "must be more than 0")
-    raw = doc.get("rule")
-    if not isinstance(raw, list) or not raw:
-        raise RulesError(source, None, "rule", "no [[rule]] entries")
-    rules = [parse_rule(r, source, i) for i, r in enumerate(raw)]
-    seen: set[str] = set()
-    for r in rules:
-        if r.name in seen:
-            raise RulesError(source, r.name, "name", "appears twice in this file")
-        seen.add(r.name)
+    rules = parse_entries(doc.get("rule"), "rule", source, parse_rule, lambda r: (r.name, "name"), RulesError)
     return RuleSet(tuple(rules), hold, window, source)
 
 
